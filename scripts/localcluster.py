@@ -1,0 +1,414 @@
+#!/usr/bin/env python3
+"""A real Kubernetes control plane on 127.0.0.1 with kwok-simulated nodes.
+
+etcd, kube-apiserver, kube-controller-manager and kube-scheduler are the real
+programs (built from the pinned Kubernetes release by scripts/setup); kwok
+plays the kubelets, so pods are scheduled, admitted and marked Ready but no
+container ever runs. A tiny volume provisioner binds PersistentVolumeClaims so
+StatefulSets progress as they would on a real cluster.
+
+Usage: localcluster.py up|wait|down|status|logs|env [--dir DIR]
+"""
+
+import argparse
+import base64
+import datetime
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+WORK = REPO / ".work"
+BIN = WORK / "bin"
+DEFAULT_DIR = WORK / "cluster"
+ETCD = os.environ.get("MATRIX_STACK_ETCD", "/usr/bin/etcd")
+STORAGE_CLASS = "standard"
+NODE_NAMES = ("kwok-node-0", "kwok-node-1")
+COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "provisioner")
+
+
+def log(msg):
+    print(f"[cluster] {msg}", file=sys.stderr, flush=True)
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            return stat.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+class Cluster:
+    def __init__(self, directory=DEFAULT_DIR):
+        self.dir = Path(directory)
+        self.pki = self.dir / "pki"
+        self.logs = self.dir / "logs"
+        self.state_file = self.dir / "state.json"
+        self.kubeconfig = self.dir / "kubeconfig"
+
+    # ----- state -------------------------------------------------------
+    def state(self):
+        if not self.state_file.exists():
+            return {}
+        return json.loads(self.state_file.read_text())
+
+    def save_state(self, state):
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=2))
+        tmp.replace(self.state_file)
+
+    def running(self):
+        pids = self.state().get("pids", {})
+        return bool(pids) and all(pid_alive(pid) for pid in pids.values())
+
+    # ----- PKI ---------------------------------------------------------
+    def make_pki(self, port):
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+        import ipaddress
+
+        self.pki.mkdir(parents=True, exist_ok=True)
+        now = datetime.datetime.now(datetime.timezone.utc)
+
+        def write_key(name, key):
+            path = self.pki / f"{name}.key"
+            path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                               serialization.NoEncryption()))
+            path.chmod(0o600)
+
+        def write_cert(name, cert):
+            (self.pki / f"{name}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+
+        ca_key = ec.generate_private_key(ec.SECP256R1())
+        ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "matrix-stack-local-ca")])
+        ca_cert = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
+                   .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+                   .not_valid_before(now - datetime.timedelta(minutes=5))
+                   .not_valid_after(now + datetime.timedelta(days=30))
+                   .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                   .add_extension(x509.KeyUsage(True, False, False, False, False, True, True, False, False), critical=True)
+                   .sign(ca_key, hashes.SHA256()))
+        write_key("ca", ca_key)
+        write_cert("ca", ca_cert)
+
+        def issue(name, common_name, orgs=(), server=False):
+            key = ec.generate_private_key(ec.SECP256R1())
+            attrs = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
+            attrs += [x509.NameAttribute(NameOID.ORGANIZATION_NAME, org) for org in orgs]
+            builder = (x509.CertificateBuilder().subject_name(x509.Name(attrs)).issuer_name(ca_name)
+                       .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                       .not_valid_before(now - datetime.timedelta(minutes=5))
+                       .not_valid_after(now + datetime.timedelta(days=30)))
+            if server:
+                builder = builder.add_extension(x509.SubjectAlternativeName([
+                    x509.DNSName("localhost"), x509.DNSName("kubernetes"), x509.DNSName("kubernetes.default"),
+                    x509.DNSName("kubernetes.default.svc"), x509.DNSName("kubernetes.default.svc.cluster.local"),
+                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.IPAddress(ipaddress.ip_address("10.96.0.1")),
+                ]), critical=False)
+                usage = x509.oid.ExtendedKeyUsageOID.SERVER_AUTH
+            else:
+                usage = x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH
+            builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            write_key(name, key)
+            write_cert(name, builder.sign(ca_key, hashes.SHA256()))
+
+        issue("apiserver", "kube-apiserver", server=True)
+        issue("admin", "matrix-stack-admin", orgs=("system:masters",))
+        issue("controller-manager", "system:kube-controller-manager")
+        issue("scheduler", "system:kube-scheduler")
+        issue("kwok", "kwok-controller", orgs=("system:masters",))
+        sa_key = ec.generate_private_key(ec.SECP256R1())
+        write_key("sa", sa_key)
+        (self.pki / "sa.pub").write_bytes(sa_key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+
+        for user in ("admin", "controller-manager", "scheduler", "kwok"):
+            path = self.dir / ("kubeconfig" if user == "admin" else f"{user}.kubeconfig")
+            self.write_kubeconfig(path, user, port)
+
+    def write_kubeconfig(self, path, user, port):
+        def b64(name):
+            return base64.b64encode((self.pki / name).read_bytes()).decode()
+
+        config = {
+            "apiVersion": "v1", "kind": "Config",
+            "clusters": [{"name": "matrix-stack-local", "cluster": {
+                "server": f"https://127.0.0.1:{port}", "certificate-authority-data": b64("ca.crt")}}],
+            "users": [{"name": user, "user": {
+                "client-certificate-data": b64(f"{user}.crt"), "client-key-data": b64(f"{user}.key")}}],
+            "contexts": [{"name": "matrix-stack-local", "context": {"cluster": "matrix-stack-local", "user": user}}],
+            "current-context": "matrix-stack-local",
+        }
+        path.write_text(json.dumps(config, indent=2))
+        path.chmod(0o600)
+
+    # ----- processes ---------------------------------------------------
+    def spawn(self, name, argv, env=None):
+        self.logs.mkdir(parents=True, exist_ok=True)
+        logfile = open(self.logs / f"{name}.log", "ab")  # pylint: disable=consider-using-with
+        proc = subprocess.Popen(argv, stdout=logfile, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True, cwd=self.dir, env=env)  # pylint: disable=consider-using-with
+        logfile.close()
+        state = self.state()
+        state.setdefault("pids", {})[name] = proc.pid
+        self.save_state(state)
+        return proc
+
+    def kubectl(self, *args, check=True, input_text=None):
+        return subprocess.run([str(BIN / "kubectl"), f"--kubeconfig={self.kubeconfig}", *args], check=check,
+                              capture_output=True, text=True, input=input_text, timeout=120)
+
+    def wait_for(self, what, predicate, timeout):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for name, pid in self.state().get("pids", {}).items():
+                if not pid_alive(pid):
+                    raise RuntimeError(f"{name} (pid {pid}) exited while waiting for {what}; "
+                                       f"see {self.logs / (name + '.log')}:\n{self.tail(name)}")
+            if predicate():
+                return
+            time.sleep(0.5)
+        raise RuntimeError(f"timed out after {timeout}s waiting for {what}; logs in {self.logs}")
+
+    def tail(self, name, lines=20):
+        path = self.logs / f"{name}.log"
+        if not path.exists():
+            return ""
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+    def up(self, timeout=180):
+        if self.running():
+            log(f"already running (kubeconfig {self.kubeconfig})")
+            return
+        self.down(quiet=True)
+        missing = [str(BIN / b) for b in ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kwok")
+                   if not (BIN / b).exists()]
+        if not Path(ETCD).exists():
+            missing.append(ETCD)
+        if missing:
+            raise SystemExit(f"missing cluster binaries: {', '.join(missing)}; run scripts/setup first")
+        shutil.rmtree(self.dir, ignore_errors=True)
+        self.dir.mkdir(parents=True)
+        ports = {"etcd_client": free_port(), "etcd_peer": free_port(), "apiserver": free_port()}
+        self.save_state({"ports": ports, "pids": {}})
+        self.make_pki(ports["apiserver"])
+        pki = self.pki
+        etcd_url = f"http://127.0.0.1:{ports['etcd_client']}"
+        peer_url = f"http://127.0.0.1:{ports['etcd_peer']}"
+        log("starting etcd")
+        self.spawn("etcd", [ETCD, "--name=local", f"--data-dir={self.dir / 'etcd'}",
+                            f"--listen-client-urls={etcd_url}", f"--advertise-client-urls={etcd_url}",
+                            f"--listen-peer-urls={peer_url}", f"--initial-advertise-peer-urls={peer_url}",
+                            f"--initial-cluster=local={peer_url}", "--quota-backend-bytes=4294967296",
+                            "--unsafe-no-fsync"])
+        log("starting kube-apiserver")
+        self.spawn("kube-apiserver", [
+            str(BIN / "kube-apiserver"), f"--etcd-servers={etcd_url}", "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1", f"--secure-port={ports['apiserver']}",
+            "--endpoint-reconciler-type=none", "--service-cluster-ip-range=10.96.0.0/16",
+            f"--tls-cert-file={pki / 'apiserver.crt'}", f"--tls-private-key-file={pki / 'apiserver.key'}",
+            f"--client-ca-file={pki / 'ca.crt'}", f"--service-account-key-file={pki / 'sa.pub'}",
+            f"--service-account-signing-key-file={pki / 'sa.key'}",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            "--authorization-mode=RBAC", "--allow-privileged=true",
+            "--enable-admission-plugins=NamespaceLifecycle,LimitRanger,ServiceAccount,PodSecurity,"
+            "DefaultStorageClass,ResourceQuota,DefaultTolerationSeconds,MutatingAdmissionWebhook,"
+            "ValidatingAdmissionWebhook,ValidatingAdmissionPolicy",
+            "--profiling=false", "--v=1",
+        ])
+        self.wait_for("the API server to answer /readyz",
+                      lambda: self.kubectl("get", "--raw=/readyz", check=False).returncode == 0, timeout)
+        log("starting kube-controller-manager, kube-scheduler and kwok")
+        self.spawn("kube-controller-manager", [
+            str(BIN / "kube-controller-manager"), f"--kubeconfig={self.dir / 'controller-manager.kubeconfig'}",
+            f"--authentication-kubeconfig={self.dir / 'controller-manager.kubeconfig'}",
+            f"--authorization-kubeconfig={self.dir / 'controller-manager.kubeconfig'}",
+            "--bind-address=127.0.0.1", "--secure-port=0", "--leader-elect=false",
+            f"--service-account-private-key-file={pki / 'sa.key'}", f"--root-ca-file={pki / 'ca.crt'}",
+            f"--cluster-signing-cert-file={pki / 'ca.crt'}", f"--cluster-signing-key-file={pki / 'ca.key'}",
+            "--use-service-account-credentials=true", "--controllers=*,-nodeipam,-cloud-node-lifecycle",
+            "--concurrent-deployment-syncs=10", "--v=1",
+        ])
+        self.spawn("kube-scheduler", [
+            str(BIN / "kube-scheduler"), f"--kubeconfig={self.dir / 'scheduler.kubeconfig'}",
+            f"--authentication-kubeconfig={self.dir / 'scheduler.kubeconfig'}",
+            f"--authorization-kubeconfig={self.dir / 'scheduler.kubeconfig'}",
+            "--bind-address=127.0.0.1", "--secure-port=0", "--leader-elect=false", "--v=1",
+        ])
+        self.spawn("kwok", [
+            str(BIN / "kwok"), f"--kubeconfig={self.dir / 'kwok.kubeconfig'}",
+            "--manage-all-nodes=false", "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
+            "--cidr=10.244.0.0/16", "--node-ip=10.244.255.254", "--node-lease-duration-seconds=40",
+        ])
+        self.spawn("provisioner", [sys.executable, str(Path(__file__).resolve()), "provision",
+                                   f"--dir={self.dir}"])
+        self.bootstrap_objects()
+        self.wait(timeout)
+        log(f"ready: export KUBECONFIG={self.kubeconfig}")
+
+    def bootstrap_objects(self):
+        nodes = [{
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": name, "annotations": {"kwok.x-k8s.io/node": "fake"},
+                         "labels": {"type": "kwok", "kubernetes.io/hostname": name, "kubernetes.io/os": "linux",
+                                    "kubernetes.io/arch": "amd64", "topology.kubernetes.io/zone": "local"}},
+            "status": {"allocatable": {"cpu": "32", "memory": "128Gi", "pods": "110", "ephemeral-storage": "500Gi"},
+                       "capacity": {"cpu": "32", "memory": "128Gi", "pods": "110", "ephemeral-storage": "500Gi"}},
+        } for name in NODE_NAMES]
+        storage_class = {
+            "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+            "metadata": {"name": STORAGE_CLASS,
+                         "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
+            "provisioner": "local.matrix-stack.invalid/kwok", "reclaimPolicy": "Delete",
+            "volumeBindingMode": "Immediate", "allowVolumeExpansion": True,
+        }
+        manifest = json.dumps({"apiVersion": "v1", "kind": "List", "items": [*nodes, storage_class]})
+        self.wait_for("the default service account controller",
+                      lambda: self.kubectl("apply", "-f", "-", input_text=manifest, check=False).returncode == 0, 60)
+
+    def wait(self, timeout=180):
+        def nodes_ready():
+            result = self.kubectl("get", "nodes", "-o", "json", check=False)
+            if result.returncode:
+                return False
+            items = json.loads(result.stdout)["items"]
+            return len(items) >= len(NODE_NAMES) and all(
+                any(c["type"] == "Ready" and c["status"] == "True" for c in n.get("status", {}).get("conditions", []))
+                for n in items)
+
+        def default_sa():
+            return self.kubectl("get", "serviceaccount", "default", "-n", "default", check=False).returncode == 0
+
+        self.wait_for("the API server", lambda: self.kubectl("get", "--raw=/readyz", check=False).returncode == 0, timeout)
+        self.wait_for("kwok nodes to be Ready", nodes_ready, timeout)
+        self.wait_for("the default ServiceAccount", default_sa, timeout)
+
+    def down(self, quiet=False):
+        pids = self.state().get("pids", {})
+        for name in reversed(COMPONENTS):
+            pid = pids.get(name)
+            if pid and pid_alive(pid):
+                if not quiet:
+                    log(f"stopping {name} (pid {pid})")
+                try:
+                    os.killpg(pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    continue
+                deadline = time.monotonic() + 20
+                while pid_alive(pid) and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                if pid_alive(pid):
+                    os.killpg(pid, signal.SIGKILL)
+        if pids:
+            state = self.state()
+            state["pids"] = {}
+            self.save_state(state)
+
+    def status(self):
+        pids = self.state().get("pids", {})
+        if not pids:
+            print("down")
+            return 1
+        for name in COMPONENTS:
+            pid = pids.get(name)
+            print(f"{name:25} pid {pid or '-':>8} {'running' if pid and pid_alive(pid) else 'STOPPED'}")
+        print(f"kubeconfig: {self.kubeconfig}")
+        return 0 if self.running() else 1
+
+    def collect_logs(self, dest):
+        dest = Path(dest)
+        dest.mkdir(parents=True, exist_ok=True)
+        for path in self.logs.glob("*.log"):
+            shutil.copy(path, dest / path.name)
+        print(dest)
+
+
+def provision(cluster):
+    """Bind Pending PVCs of our StorageClass to fresh PVs, and delete released ones.
+
+    kwok has no volume plugins, so this stands in for a dynamic provisioner.
+    """
+    # Imported here: the provisioner is the only part that needs the client.
+    from kubernetes import client, config  # pylint: disable=import-outside-toplevel
+
+    config.load_kube_config(str(cluster.kubeconfig))
+    core = client.CoreV1Api()
+    while True:
+        try:
+            for pvc in core.list_persistent_volume_claim_for_all_namespaces().items:
+                if pvc.status.phase != "Pending" or pvc.spec.volume_name:
+                    continue
+                if (pvc.spec.storage_class_name or STORAGE_CLASS) != STORAGE_CLASS:
+                    continue
+                name = f"pv-{pvc.metadata.uid}"
+                body = client.V1PersistentVolume(
+                    metadata=client.V1ObjectMeta(name=name, annotations={
+                        "pv.kubernetes.io/provisioned-by": "local.matrix-stack.invalid/kwok"}),
+                    spec=client.V1PersistentVolumeSpec(
+                        capacity={"storage": pvc.spec.resources.requests["storage"]},
+                        access_modes=pvc.spec.access_modes, storage_class_name=STORAGE_CLASS,
+                        persistent_volume_reclaim_policy="Delete",
+                        host_path=client.V1HostPathVolumeSource(path=f"/var/lib/kwok-volumes/{name}"),
+                        claim_ref=client.V1ObjectReference(namespace=pvc.metadata.namespace, name=pvc.metadata.name,
+                                                           uid=pvc.metadata.uid, kind="PersistentVolumeClaim")))
+                try:
+                    core.create_persistent_volume(body)
+                except client.ApiException as exc:
+                    if exc.status != 409:
+                        raise
+            for pv in core.list_persistent_volume().items:
+                if pv.spec.storage_class_name == STORAGE_CLASS and pv.status.phase in ("Released", "Failed"):
+                    core.delete_persistent_volume(pv.metadata.name)
+        except Exception as exc:  # pylint: disable=broad-except
+            log(f"provisioner: {exc}")
+        time.sleep(1)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=("up", "wait", "down", "status", "logs", "env", "provision"))
+    parser.add_argument("--dir", default=str(DEFAULT_DIR), help="state directory (default: .work/cluster)")
+    parser.add_argument("--dest", default=str(WORK / "cluster-logs"), help="where `logs` copies the logs")
+    parser.add_argument("--timeout", type=int, default=180)
+    args = parser.parse_args()
+    cluster = Cluster(args.dir)
+    if args.command == "up":
+        cluster.up(args.timeout)
+    elif args.command == "wait":
+        cluster.wait(args.timeout)
+    elif args.command == "down":
+        cluster.down()
+    elif args.command == "status":
+        return cluster.status()
+    elif args.command == "logs":
+        cluster.collect_logs(args.dest)
+    elif args.command == "env":
+        print(f"export KUBECONFIG={cluster.kubeconfig} K8S_AUTH_KUBECONFIG={cluster.kubeconfig}")
+    elif args.command == "provision":
+        provision(cluster)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
