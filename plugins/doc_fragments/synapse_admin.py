@@ -1,0 +1,104 @@
+# -*- coding: utf-8 -*-
+# Copyright: matrix.stack contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Connection options shared by matrix.stack.matrix_user and matrix.stack.matrix_user_info."""
+
+
+class ModuleDocFragment(object):  # pylint: disable=too-few-public-methods
+
+    DOCUMENTATION = r"""
+options:
+  homeserver_url:
+    description:
+      - Base URL of the Synapse B(main) process, for example V(http://synapse-main.matrix.svc:8008).
+      - The Admin API must never be exposed on a public ingress; from outside the cluster use the
+        O(kube_namespace) options, which reach the main process through a Kubernetes port-forward.
+      - Required unless O(kube_namespace) is set; ignored when it is.
+    type: str
+  admin_token:
+    description:
+      - Access token of a Synapse server admin.
+    type: str
+  registration_shared_secret:
+    description:
+      - Synapse's C(registration_shared_secret), used only when O(admin_token) is not given, to
+        bootstrap an admin through shared-secret registration (nonce + HMAC-SHA1).
+      - If the user does not exist it is registered (as an admin) and the returned access token is used;
+        if it exists, the module logs in with its password instead (the login API is rate limited, so
+        store and reuse the token, see O(matrix.stack.matrix_user#module:return_access_token)).
+      - Shared-secret registration is disabled on servers that delegate authentication to Matrix
+        Authentication Service (MAS).
+    type: str
+  server_name:
+    description:
+      - The homeserver's C(server_name) (the part after the colon in user IDs).
+      - Discovered from the access token (C(whoami)) or from the server's key endpoint when not given.
+    type: str
+  timeout:
+    description: Timeout of each HTTP request, in seconds.
+    type: float
+    default: 30
+  retries:
+    description:
+      - How many times a request is retried after HTTP 429 (waiting for C(retry_after_ms) or
+        C(Retry-After)), HTTP 502/503/504 or a connection error (exponential backoff from 0.5 s up to 10 s).
+    type: int
+    default: 5
+  max_retry_wait:
+    description: Longest wait accepted for one HTTP 429 before failing, in seconds.
+    type: float
+    default: 120
+  validate_certs:
+    description: Verify the homeserver's TLS certificate (https URLs only).
+    type: bool
+    default: true
+  ca_path:
+    description: PEM file with the CA certificates used to verify the homeserver's TLS certificate.
+    type: path
+  kube_namespace:
+    description:
+      - Reach the Synapse main process through a Kubernetes port-forward in this namespace instead of
+        O(homeserver_url), so the Admin API never needs to be exposed.
+      - The module opens a loopback listener on the Ansible target, forwards each connection through the
+        Kubernetes API (C(pods/portforward)) to a ready pod, and closes it when the module ends.
+      - Needs one of O(kube_service) or O(kube_pod_selector).
+    type: str
+  kube_service:
+    description:
+      - Service in O(kube_namespace) whose selector picks the Synapse main pod; its C(targetPort)
+        for O(kube_port) gives the container port.
+    type: str
+  kube_pod_selector:
+    description: Label selector of the Synapse main pod in O(kube_namespace), for example V(app.kubernetes.io/component=synapse-main).
+    type: str
+  kube_port:
+    description:
+      - With O(kube_service), the Service port; with O(kube_pod_selector), the container port.
+    type: int
+    default: 8008
+  kubeconfig:
+    description:
+      - Path to a kubeconfig file for the port-forward. Defaults to the C(K8S_AUTH_KUBECONFIG) environment
+        variable, then C(~/.kube/config), then the in-cluster service account.
+    type: path
+  context:
+    description: Kubeconfig context to use for the port-forward.
+    type: str
+  kube_host:
+    description: URL of the Kubernetes API server (instead of a kubeconfig).
+    type: str
+  kube_api_key:
+    description: Bearer token for the Kubernetes API server.
+    type: str
+  kube_ca_cert:
+    description: CA certificate of the Kubernetes API server.
+    type: path
+  kube_validate_certs:
+    description: Verify the Kubernetes API server's TLS certificate.
+    type: bool
+notes:
+  - Write calls of the Synapse Admin API must reach the main process; workers only serve some GETs.
+  - All requests of one task share one persistent HTTP connection.
+requirements:
+  - The C(kubernetes) Python library, only when the O(kube_namespace) options are used.
+"""
