@@ -1,0 +1,253 @@
+# -*- coding: utf-8 -*-
+# Copyright: matrix.stack contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Synapse media store sources/targets and the incremental object copy.
+
+Only ``local_content/`` and ``local_thumbnails/`` are backed up; the remote caches
+(``remote_content``, ``remote_thumbnail(s)``) and URL preview caches (``url_cache*``) are skipped.
+Local media files are never rewritten once Synapse wrote them (their name is the media ID), so a
+file whose path and size are in the previous set's index is not read again: an incremental backup
+only reads and stores new files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tarfile
+import tempfile
+
+from ansible_collections.matrix.stack.plugins.module_utils._backup_repo import BackupError, CHUNK, sha256_file
+from ansible_collections.matrix.stack.plugins.module_utils import _backup_crypto as crypto
+
+MEDIA_DIRS = ("local_content", "local_thumbnails")
+
+
+def _safe_rel(rel):
+    parts = rel.split("/")
+    if not rel or rel.startswith("/") or ".." in parts or parts[0] not in MEDIA_DIRS or "\n" in rel or "\t" in rel:
+        raise BackupError("refusing unexpected media path %r" % rel)
+    return rel
+
+
+class LocalMedia:
+    kind = "local"
+
+    def __init__(self, path):
+        self.path = os.path.abspath(path)
+
+    def describe(self):
+        return self.path
+
+    def scan(self):
+        """Yield (rel_path, size) of every regular file in the backed-up directories."""
+        if not os.path.isdir(self.path):
+            raise BackupError("media store %s does not exist" % self.path)
+        for top in MEDIA_DIRS:
+            base = os.path.join(self.path, top)
+            if not os.path.isdir(base):
+                continue
+            for dirpath, dirnames, filenames in os.walk(base):
+                dirnames.sort()
+                for name in sorted(filenames):
+                    full = os.path.join(dirpath, name)
+                    try:
+                        st = os.lstat(full)
+                    except FileNotFoundError:
+                        continue
+                    if not os.path.isfile(full) or os.path.islink(full):
+                        continue
+                    yield os.path.relpath(full, self.path), st.st_size
+
+    def fetch(self, rels):
+        """Yield (rel, reader) for each requested file (reader closed by the caller's loop)."""
+        for rel in rels:
+            full = os.path.join(self.path, _safe_rel(rel))
+            with open(full, "rb") as f:
+                yield rel, f
+
+    def exists_with_size(self, rel, size):
+        try:
+            return os.path.getsize(os.path.join(self.path, rel)) == size
+        except OSError:
+            return False
+
+    def restore(self, items, identities, encrypted, stats):
+        """items: iterable of (rel, size, sha, object_path). Writes missing files atomically."""
+        for rel, size, sha, obj in items:
+            dest = os.path.join(self.path, _safe_rel(rel))
+            if self.exists_with_size(rel, size):
+                stats["files_skipped"] += 1
+                continue
+            os.makedirs(os.path.dirname(dest), exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=os.path.dirname(dest), prefix=".restore-")
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    h = _HashSink(out)
+                    with open(obj, "rb") as src:
+                        if encrypted:
+                            crypto.decrypt_stream(src, h, identities, what="media object %s" % sha[:12])
+                        else:
+                            crypto.copy_stream(src, h)
+                    out.flush()
+                    os.fsync(out.fileno())
+                if h.sha.hexdigest() != sha or h.size != size:
+                    raise BackupError("media object for %s does not match its checksum" % rel)
+                os.chmod(tmp, 0o644)
+                os.rename(tmp, dest)
+            except BaseException:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+                raise
+            stats["files_restored"] += 1
+            stats["bytes_restored"] += size
+
+
+class PodMedia:
+    """The media volume of a running pod, through the exec API (GNU find and tar in the container)."""
+    kind = "pod"
+
+    SCAN = ('cd "$1" || exit 3; for d in local_content local_thumbnails; do '
+            'if [ -d "$d" ]; then find "$d" -type f -printf "%s\\t%p\\0" || exit 4; fi; done')
+
+    def __init__(self, api_client, namespace, pod, container, path, timeout=600):
+        self.api_client, self.namespace, self.pod, self.container, self.path = api_client, namespace, pod, container, path
+        self.timeout = timeout
+
+    def describe(self):
+        return "pod %s/%s:%s" % (self.namespace, self.pod, self.path)
+
+    def _exec(self, command, stdin=None):
+        from ansible_collections.matrix.stack.plugins.module_utils import _kube_exec
+        try:
+            return _kube_exec.PodExec(self.api_client, self.namespace, self.pod, command, container=self.container,
+                                      stdin=stdin, timeout=self.timeout)
+        except _kube_exec.ExecError as e:
+            raise BackupError(str(e)) from e
+
+    def _wait(self, ex):
+        from ansible_collections.matrix.stack.plugins.module_utils import _kube_exec
+        try:
+            ex.wait()
+        except _kube_exec.ExecError as e:
+            raise BackupError(str(e)) from e
+
+    def scan(self):
+        ex = self._exec(["sh", "-c", self.SCAN, "sh", self.path])
+        pending = b""
+        while True:
+            block = ex.read()
+            if not block:
+                break
+            pending += block
+            *records, pending = pending.split(b"\0")
+            for rec in records:
+                size, rel = rec.decode("utf-8", "surrogateescape").split("\t", 1)
+                yield _safe_rel(rel), int(size)
+        self._wait(ex)
+
+    def fetch(self, rels):
+        rels = list(rels)
+        if not rels:
+            return
+        payload = b"".join(r.encode("utf-8", "surrogateescape") + b"\0" for r in rels)
+        ex = self._exec(["tar", "-C", self.path, "--null", "-T", "-", "-cf", "-"], stdin=[payload])
+        with tarfile.open(fileobj=ex, mode="r|") as tar:
+            for member in tar:
+                if not member.isfile():
+                    continue
+                f = tar.extractfile(member)
+                yield _safe_rel(member.name), f
+        self._wait(ex)
+
+    def restore(self, items, identities, encrypted, stats):
+        from ansible_collections.matrix.stack.plugins.module_utils._backup_pg import _pipe_reader
+        items = list(items)
+        if not items:
+            return
+
+        def write_tar(wf):
+            with tarfile.open(fileobj=wf, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+                for rel, size, sha, obj in items:
+                    info = tarfile.TarInfo(_safe_rel(rel))
+                    info.size = size
+                    info.mode = 0o644
+                    with tempfile.SpooledTemporaryFile(max_size=8 << 20) as spool, open(obj, "rb") as src:
+                        h = _HashSink(spool)
+                        if encrypted:
+                            crypto.decrypt_stream(src, h, identities, what="media object %s" % sha[:12])
+                        else:
+                            crypto.copy_stream(src, h)
+                        if h.sha.hexdigest() != sha or h.size != size:
+                            raise BackupError("media object for %s does not match its checksum" % rel)
+                        spool.seek(0)
+                        tar.addfile(info, spool)
+                    stats["files_restored"] += 1
+                    stats["bytes_restored"] += size
+
+        src = _pipe_reader(write_tar)
+        try:
+            ex = self._exec(["tar", "-C", self.path, "--skip-old-files", "--no-same-owner", "-xf", "-"], stdin=src)
+            self._wait(ex)
+        finally:
+            src.close()
+            src.join()
+
+
+class _HashSink:
+    def __init__(self, raw):
+        self.raw = raw
+        self.sha = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data):
+        self.sha.update(data)
+        self.size += len(data)
+        self.raw.write(data)
+        return len(data)
+
+    def flush(self):
+        pass
+
+    def writable(self):
+        return True
+
+    @property
+    def closed(self):
+        return False
+
+
+def store_object(repo, reader, recipients):
+    """Copy one media file into the object store. Returns (sha, size, stored_sha, new)."""
+    tmp = repo.object_tmp()
+    plain = hashlib.sha256()
+    size = 0
+    try:
+        with open(tmp, "wb") as out:
+            if recipients:
+                from ansible_collections.matrix.stack.plugins.module_utils._backup_repo import HashingReader, HashingWriter
+                hr = HashingReader(reader)
+                hw = HashingWriter(out)
+                crypto.encrypt_stream(hr, hw, recipients)
+                plain, size, stored = hr.sha, hr.size, hw.sha.hexdigest()
+            else:
+                while True:
+                    block = reader.read(CHUNK)
+                    if not block:
+                        break
+                    plain.update(block)
+                    size += len(block)
+                    out.write(block)
+                stored = None
+        # no per-object fsync: the whole file system is synced once before the set is committed
+        sha = plain.hexdigest()
+        if stored is None:
+            stored = sha
+        new = repo.place_object(tmp, sha)
+        if not new and recipients:
+            stored, _ = sha256_file(repo.object_path(sha))
+        return sha, size, stored, new
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

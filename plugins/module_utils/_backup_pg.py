@@ -1,0 +1,330 @@
+# -*- coding: utf-8 -*-
+# Copyright: matrix.stack contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""PostgreSQL dump / restore for Synapse, following Synapse's backup guidance.
+
+* dump: ``pg_dump -Fc --exclude-table-data=e2e_one_time_keys_json``, streamed (no temp copy);
+* restore: fresh database ``ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0``,
+  ``pg_restore`` (``--jobs`` when reading a plain local file), then ``TRUNCATE e2e_one_time_keys_json``.
+
+Two kinds of source/target: ``DirectPg`` (host/port/user/password; the PostgreSQL client binaries
+run here) and ``PodPg`` (the binaries run inside the PostgreSQL pod, reached through the Kubernetes
+exec API with local-socket authentication; data is streamed over the websocket).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import tempfile
+
+from ansible_collections.matrix.stack.plugins.module_utils._backup_repo import BackupError
+
+EXCLUDE_DATA = ["e2e_one_time_keys_json"]
+IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_$-]{0,62}$")
+
+
+def quote_ident(name):
+    if not IDENT_RE.match(name or ""):
+        raise BackupError("unsupported PostgreSQL identifier %r" % name)
+    return '"%s"' % name
+
+
+def dump_args(dbname, user=None, compress=None):
+    args = ["pg_dump", "-Fc", "--no-password"]
+    args += ["--exclude-table-data=%s" % t for t in EXCLUDE_DATA]
+    if compress is not None:
+        args.append("--compress=%d" % compress)
+    if user:
+        args += ["-U", user]
+    args += ["-d", dbname]
+    return args
+
+
+def restore_args(dbname, user=None, role=None, jobs=None, path=None):
+    args = ["pg_restore", "--no-password", "--no-owner", "--no-acl", "--exit-on-error", "-d", dbname]
+    if user:
+        args += ["-U", user]
+    if role:
+        args += ["--role=%s" % role]
+    if jobs and jobs > 1 and path:
+        args += ["--jobs=%d" % jobs]
+    if path:
+        args.append(path)
+    return args
+
+
+def create_db_sql(dbname, owner):
+    return ("CREATE DATABASE %s OWNER %s ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0"
+            % (quote_ident(dbname), quote_ident(owner)))
+
+
+EMPTY_SQL = ("SELECT count(*) FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+             "WHERE c.relkind IN ('r','p') AND n.nspname NOT IN ('pg_catalog','information_schema') "
+             "AND n.nspname NOT LIKE 'pg_toast%'")
+
+
+class _ProcStream:
+    """Reader over a local process's stdout; wait() raises BackupError on failure."""
+
+    def __init__(self, args, env, what):
+        self.what = what
+        self.err = tempfile.TemporaryFile()
+        try:
+            self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=self.err, env=env)
+        except OSError as e:
+            raise BackupError("cannot run %s: %s" % (args[0], e.strerror)) from e
+
+    def read(self, n=-1):
+        return self.proc.stdout.read(n)
+
+    def readinto(self, b):
+        return self.proc.stdout.readinto(b)
+
+    def readable(self):
+        return True
+
+    @property
+    def closed(self):
+        return False
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+    def wait(self):
+        self.proc.stdout.close()
+        rc = self.proc.wait()
+        self.err.seek(0)
+        err = self.err.read().decode("utf-8", "replace")
+        self.err.close()
+        if rc != 0:
+            raise BackupError("%s failed (rc=%d): %s" % (self.what, rc, err.strip()[-2000:]))
+        return err
+
+
+class DirectPg:
+    kind = "direct"
+
+    def __init__(self, host, port, user, password, dbname, bin_dir, owner=None, compress=None):
+        self.host, self.port, self.user, self.password = host, port, user, password
+        self.dbname = dbname
+        self.owner = owner or user
+        self.bin_dir = bin_dir
+        self.compress = compress
+
+    def _env(self):
+        env = dict(os.environ)
+        env.update({"PGHOST": self.host or "127.0.0.1", "PGPORT": str(self.port or 5432), "PGUSER": self.user or "postgres",
+                    "PGCONNECT_TIMEOUT": "15", "PGAPPNAME": "matrix_backup"})
+        if self.password:
+            env["PGPASSWORD"] = self.password
+        else:
+            env.pop("PGPASSWORD", None)
+        return env
+
+    def _bin(self, name):
+        path = os.path.join(self.bin_dir, name) if self.bin_dir else name
+        if self.bin_dir and not os.path.exists(path):
+            raise BackupError("%s not found in pg_bin_dir %s" % (name, self.bin_dir))
+        return path
+
+    def psql(self, sql, dbname="postgres", check=True):
+        args = [self._bin("psql"), "--no-password", "-X", "-v", "ON_ERROR_STOP=1", "-tA", "-d", dbname, "-c", sql]
+        p = subprocess.run(args, env=self._env(), capture_output=True, check=False)
+        if check and p.returncode != 0:
+            raise BackupError("psql failed: %s" % p.stderr.decode("utf-8", "replace").strip()[-2000:])
+        return p.returncode, p.stdout.decode("utf-8", "replace").strip()
+
+    def dump(self):
+        args = dump_args(self.dbname, compress=self.compress)
+        args[0] = self._bin("pg_dump")
+        return _ProcStream(args, self._env(), "pg_dump")
+
+    def restore(self, path=None, reader=None, jobs=1):
+        """Restore from a plain local file (parallel) or a stream."""
+        role = self.owner if self.owner != self.user else None
+        args = restore_args(self.dbname, role=role, jobs=jobs, path=path)
+        args[0] = self._bin("pg_restore")
+        with tempfile.TemporaryFile() as err:
+            try:
+                proc = subprocess.Popen(args, stdin=subprocess.PIPE if path is None else subprocess.DEVNULL,
+                                        stdout=err, stderr=err, env=self._env())
+            except OSError as e:
+                raise BackupError("cannot run pg_restore: %s" % e.strerror) from e
+            feed_error = None
+            if path is None:
+                try:
+                    reader(proc.stdin)
+                except BrokenPipeError:
+                    pass
+                except BackupError as e:
+                    feed_error = e
+                finally:
+                    try:
+                        proc.stdin.close()
+                    except BrokenPipeError:
+                        pass
+            rc = proc.wait()
+            err.seek(0)
+            msg = err.read().decode("utf-8", "replace").strip()
+        if feed_error is not None:
+            raise feed_error
+        if rc != 0:
+            raise BackupError("pg_restore failed (rc=%d): %s" % (rc, msg[-2000:]))
+
+    def describe(self):
+        return "postgresql://%s@%s:%s/%s" % (self.user, self.host, self.port, self.dbname)
+
+
+class PodPg:
+    kind = "pod"
+
+    def __init__(self, api_client, namespace, pod, container, user, dbname, owner=None, compress=None, timeout=600):
+        self.api_client, self.namespace, self.pod, self.container = api_client, namespace, pod, container
+        self.user = user or "postgres"
+        self.dbname = dbname
+        self.owner = owner or self.user
+        self.compress = compress
+        self.timeout = timeout
+
+    def _exec(self, command, stdin=None):
+        from ansible_collections.matrix.stack.plugins.module_utils import _kube_exec
+        try:
+            return _kube_exec.PodExec(self.api_client, self.namespace, self.pod, command, container=self.container,
+                                      stdin=stdin, timeout=self.timeout)
+        except _kube_exec.ExecError as e:
+            raise BackupError(str(e)) from e
+
+    def psql(self, sql, dbname="postgres", check=True):
+        from ansible_collections.matrix.stack.plugins.module_utils import _kube_exec
+        ex = self._exec(["psql", "--no-password", "-X", "-v", "ON_ERROR_STOP=1", "-tA", "-U", self.user, "-d", dbname, "-c", sql])
+        out = b""
+        while True:
+            b = ex.read()
+            if not b:
+                break
+            out += b
+        try:
+            rc = ex.wait(check=check)
+        except _kube_exec.ExecError as e:
+            raise BackupError("psql in %s failed: %s" % (self.pod, e.stderr.strip()[-2000:] or e)) from e
+        return rc, out.decode("utf-8", "replace").strip()
+
+    def dump(self):
+        from ansible_collections.matrix.stack.plugins.module_utils import _kube_exec
+        ex = self._exec(dump_args(self.dbname, user=self.user, compress=self.compress))
+
+        class _Stream:
+            def read(self, n=-1):
+                return ex.read(n)
+
+            def readinto(self, b):
+                return ex.readinto(b)
+
+            def readable(self):
+                return True
+
+            @property
+            def closed(self):
+                return False
+
+            def kill(self):
+                ex.close()
+
+            def wait(self):
+                try:
+                    ex.wait()
+                except _kube_exec.ExecError as e:
+                    raise BackupError("pg_dump in pod failed: %s" % e) from e
+                return ex.stderr
+        return _Stream()
+
+    def restore(self, path=None, reader=None, jobs=1):
+        """Stream the dump into pg_restore's stdin inside the pod (no parallelism: stdin is not seekable)."""
+        from ansible_collections.matrix.stack.plugins.module_utils import _kube_exec
+        role = self.owner if self.owner != self.user else None
+        if path is not None:
+            src = open(path, "rb")  # pylint: disable=consider-using-with
+        else:
+            src = _pipe_reader(reader)
+        try:
+            ex = self._exec(restore_args(self.dbname, user=self.user, role=role), stdin=src)
+            try:
+                ex.wait()
+            except _kube_exec.ExecError as e:
+                raise BackupError("pg_restore in pod failed: %s" % e) from e
+        finally:
+            src.close()
+            if hasattr(src, "join"):
+                src.join()
+
+    def describe(self):
+        return "pod %s/%s database %s" % (self.namespace, self.pod, self.dbname)
+
+
+class _PipeReader:
+    def __init__(self, fileobj, thread, errors):
+        self._f, self._t, self._errors = fileobj, thread, errors
+
+    def read(self, n=-1):
+        return self._f.read(n)
+
+    def close(self):
+        self._f.close()
+
+    def join(self):
+        self._t.join()
+        if self._errors:
+            raise self._errors[0]
+
+
+def _pipe_reader(writer_func):
+    """Turn a function that writes into a file object into a reader (thread + OS pipe)."""
+    import threading
+    r, w = os.pipe()
+    errors = []
+
+    def run():
+        with os.fdopen(w, "wb") as wf:
+            try:
+                writer_func(wf)
+            except BrokenPipeError:
+                pass
+            except Exception as e:  # surfaced by join()
+                errors.append(e)
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return _PipeReader(os.fdopen(r, "rb"), t, errors)
+
+
+def list_dump(pg_restore, reader_func):
+    """Run ``pg_restore --list`` over a dump fed by reader_func(stdin). Returns the number of TOC entries."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        try:
+            proc = subprocess.Popen([pg_restore, "--list"], stdin=subprocess.PIPE, stdout=out, stderr=err)
+        except OSError as e:
+            raise BackupError("cannot run %s: %s" % (pg_restore, e.strerror)) from e
+        feed_error = None
+        try:
+            reader_func(proc.stdin)
+        except BrokenPipeError:
+            pass
+        except BackupError as e:
+            feed_error = e
+        finally:
+            try:
+                proc.stdin.close()
+            except BrokenPipeError:
+                pass
+        rc = proc.wait()
+        if feed_error is not None:
+            raise feed_error
+        err.seek(0)
+        out.seek(0)
+        if rc != 0:
+            raise BackupError("pg_restore --list rejected the dump: %s" % err.read().decode("utf-8", "replace").strip()[-1000:])
+        entries = sum(1 for line in out if line.strip() and not line.startswith(b";"))
+        return entries

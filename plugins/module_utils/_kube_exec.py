@@ -1,0 +1,242 @@
+# -*- coding: utf-8 -*-
+# Copyright: matrix.stack contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Binary-safe, streaming exec into a pod over the Kubernetes websocket exec API.
+
+``kubernetes.core.k8s_exec`` (and ``kubernetes.stream.stream`` with preloaded content) buffer the
+whole output in memory and decode it as text. This helper uses the ``kubernetes`` client's websocket
+plumbing (``kubernetes.stream.ws_client``) but reads frames itself, so that:
+
+* stdout is delivered as bytes, chunk by chunk, to a reader (``read()``) -- memory use is one frame;
+* stdin is streamed from a thread (so a process that reads stdin and writes stdout never deadlocks)
+  and closed with the ``v5.channel.k8s.io`` close signal (Kubernetes >= 1.30), so commands such as
+  ``pg_restore`` or ``tar -x`` see end-of-file;
+* the exit status comes from the error channel; stderr is kept (bounded) for error messages.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+
+try:
+    from kubernetes.stream import ws_client
+    from websocket import ABNF, WebSocketTimeoutException
+    HAS_KUBE_WS = True
+    KUBE_WS_IMPORT_ERROR = None
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    HAS_KUBE_WS = False
+    KUBE_WS_IMPORT_ERROR = exc
+
+STDIN, STDOUT, STDERR, ERROR, RESIZE = 0, 1, 2, 3, 4
+CLOSE_SIGNAL = 255
+PROTOCOLS = "v5.channel.k8s.io, v4.channel.k8s.io"
+STDERR_KEEP = 64 * 1024
+STDIN_CHUNK = 256 * 1024
+
+
+class ExecError(Exception):
+    def __init__(self, msg, rc=None, stderr=""):
+        super().__init__(msg)
+        self.rc = rc
+        self.stderr = stderr
+
+
+def exec_url(api_client, namespace, pod, command, container=None, stdin=False):
+    query = [("stdout", "true"), ("stderr", "true"), ("stdin", "true" if stdin else "false"), ("tty", "false")]
+    if container:
+        query.append(("container", container))
+    for arg in command:
+        query.append(("command", arg))
+    path = "/api/v1/namespaces/%s/pods/%s/exec" % (namespace, pod)
+    return ws_client.get_websocket_url(api_client.configuration.host + path, query)
+
+
+class PodExec:
+    """One exec session. Use as a context manager; read stdout with read(); call wait() for the rc."""
+
+    def __init__(self, api_client, namespace, pod, command, container=None, stdin=None, timeout=600):
+        """stdin: None, or an iterable of bytes chunks / a file-like object with read()."""
+        if not HAS_KUBE_WS:
+            raise ExecError("the kubernetes and websocket-client Python libraries are required")
+        headers = {}
+        api_client.update_params_for_auth(headers, [], ["BearerToken"])
+        headers = {k.lower(): v for k, v in headers.items()}
+        headers["sec-websocket-protocol"] = PROTOCOLS
+        url = exec_url(api_client, namespace, pod, command, container, stdin is not None)
+        try:
+            self.sock = ws_client.create_websocket(api_client.configuration, url, headers)
+        except Exception as e:  # websocket handshake errors carry the HTTP status
+            raise ExecError("exec into %s/%s failed: %s" % (namespace, pod, e)) from e
+        self.sock.settimeout(timeout)
+        self.protocol = self._negotiated()
+        self.command = command
+        self.pod = "%s/%s" % (namespace, pod)
+        self._buf = b""
+        self._eof = False
+        self._stderr = bytearray()
+        self._status = None
+        self._stdin_error = None
+        self._stdin_thread = None
+        self.bytes_out = 0
+        self.bytes_in = 0
+        if stdin is not None:
+            if self.protocol != "v5.channel.k8s.io":
+                self.close()
+                raise ExecError("the API server does not support the v5.channel.k8s.io exec protocol (Kubernetes >= 1.30), "
+                                "needed to close stdin")
+            self._stdin_thread = threading.Thread(target=self._pump_stdin, args=(stdin,), daemon=True)
+            self._stdin_thread.start()
+
+    def _negotiated(self):
+        resp = getattr(self.sock, "handshake_response", None)
+        headers = getattr(resp, "headers", None) or {}
+        for k, v in headers.items():
+            if k.lower() == "sec-websocket-protocol":
+                return v.strip()
+        return "v4.channel.k8s.io"
+
+    # -- stdin --------------------------------------------------------------------------------
+    def _send(self, channel, data):
+        self.sock.send(bytes([channel]) + data, opcode=ABNF.OPCODE_BINARY)
+
+    def _pump_stdin(self, stdin):
+        try:
+            if hasattr(stdin, "read"):
+                while True:
+                    block = stdin.read(STDIN_CHUNK)
+                    if not block:
+                        break
+                    self._send(STDIN, block)
+                    self.bytes_in += len(block)
+            else:
+                for block in stdin:
+                    for i in range(0, len(block), STDIN_CHUNK):
+                        self._send(STDIN, block[i:i + STDIN_CHUNK])
+                    self.bytes_in += len(block)
+            self._send(CLOSE_SIGNAL, bytes([STDIN]))
+        except Exception as e:  # reported by wait()
+            self._stdin_error = e
+
+    # -- frames -------------------------------------------------------------------------------
+    def _next_frame(self):
+        """Process one frame; return stdout bytes (possibly b'') or None at end of stream."""
+        try:
+            opcode, frame = self.sock.recv_data_frame(True)
+        except WebSocketTimeoutException as e:
+            raise ExecError("exec into %s: no data for too long (timeout)" % self.pod) from e
+        except Exception as e:
+            if self._status is not None:
+                return None
+            raise ExecError("exec into %s: connection lost: %s" % (self.pod, e)) from e
+        if opcode == ABNF.OPCODE_CLOSE:
+            return None
+        if opcode not in (ABNF.OPCODE_BINARY, ABNF.OPCODE_TEXT):
+            return b""
+        data = frame.data
+        if isinstance(data, str):
+            data = data.encode("utf-8")
+        if not data:
+            return b""
+        channel, payload = data[0], data[1:]
+        if channel == STDOUT:
+            self.bytes_out += len(payload)
+            return payload
+        if channel == STDERR:
+            self._stderr += payload
+            if len(self._stderr) > STDERR_KEEP:
+                del self._stderr[:len(self._stderr) - STDERR_KEEP]
+        elif channel == ERROR and payload:
+            try:
+                self._status = json.loads(payload.decode("utf-8", "replace"))
+            except ValueError:
+                self._status = {"status": "Failure", "message": payload.decode("utf-8", "replace")}
+        return b""
+
+    def read(self, n=-1):
+        """Read up to n bytes of stdout (blocking); b'' at end of output."""
+        while not self._buf and not self._eof:
+            chunk = self._next_frame()
+            if chunk is None:
+                self._eof = True
+            elif chunk:
+                self._buf = chunk
+        if n is None or n < 0 or n >= len(self._buf):
+            out, self._buf = self._buf, b""
+        else:
+            out, self._buf = self._buf[:n], self._buf[n:]
+        return out
+
+    def readinto(self, b):
+        data = self.read(len(b))
+        b[:len(data)] = data
+        return len(data)
+
+    def readable(self):
+        return True
+
+    @property
+    def closed(self):
+        return False
+
+    def drain(self):
+        while self.read(1 << 20):
+            pass
+
+    @property
+    def stderr(self):
+        return self._stderr.decode("utf-8", "replace")
+
+    def wait(self, check=True):
+        """Drain the session and return the exit code (raises ExecError on failure when check)."""
+        self.drain()
+        if self._stdin_thread is not None:
+            self._stdin_thread.join(timeout=30)
+        self.close()
+        rc = self.returncode
+        if check and (rc != 0 or self._stdin_error is not None):
+            what = " ".join(self.command[:3])
+            if self._stdin_error is not None:
+                raise ExecError("exec %s in %s: sending stdin failed: %s" % (what, self.pod, self._stdin_error), rc, self.stderr)
+            raise ExecError("exec %s in %s failed (rc=%s): %s" % (what, self.pod, rc, self.stderr.strip()[-2000:]), rc, self.stderr)
+        return rc
+
+    @property
+    def returncode(self):
+        st = self._status
+        if st is None:
+            return None if not self._eof else -1
+        if st.get("status") == "Success":
+            return 0
+        for cause in (st.get("details") or {}).get("causes") or []:
+            if cause.get("reason") == "ExitCode":
+                try:
+                    return int(cause.get("message"))
+                except (TypeError, ValueError):
+                    break
+        return -1
+
+    def close(self):
+        try:
+            self.sock.close()
+        except Exception:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def run(api_client, namespace, pod, command, container=None, stdin=None, timeout=600, check=True):
+    """Run a command and return (rc, stdout bytes, stderr text). For small outputs only."""
+    with PodExec(api_client, namespace, pod, command, container=container, stdin=stdin, timeout=timeout) as ex:
+        chunks = []
+        while True:
+            block = ex.read()
+            if not block:
+                break
+            chunks.append(block)
+        rc = ex.wait(check=check)
+        return rc, b"".join(chunks), ex.stderr
