@@ -78,27 +78,46 @@ options:
     default: 8008
   kubeconfig:
     description:
-      - Path to a kubeconfig file for the port-forward. Defaults to the C(K8S_AUTH_KUBECONFIG) environment
-        variable, then C(~/.kube/config), then the in-cluster service account.
-    type: path
+      - Path to a kubeconfig file (or its content as a dictionary) for the port-forward.
+      - When no Kubernetes connection option is set, the in-cluster service account is tried, then the
+        default kubeconfig (E(KUBECONFIG) or C(~/.kube/config)).
+      - Can also be specified via the E(K8S_AUTH_KUBECONFIG) environment variable.
+    type: raw
   context:
-    description: Kubeconfig context to use for the port-forward.
+    description:
+      - Kubeconfig context for the port-forward. Can also be specified via E(K8S_AUTH_CONTEXT).
     type: str
   kube_host:
-    description: URL of the Kubernetes API server (instead of a kubeconfig).
+    description:
+      - URL of the Kubernetes API server (C(host) of C(kubernetes.core), renamed here so it cannot be
+        mistaken for the homeserver). Can also be specified via E(K8S_AUTH_HOST).
     type: str
   kube_api_key:
-    description: Bearer token for the Kubernetes API server.
+    description: Bearer token for the Kubernetes API server. Can also be specified via E(K8S_AUTH_API_KEY).
     type: str
-  kube_ca_cert:
-    description: CA certificate of the Kubernetes API server.
-    type: path
   kube_validate_certs:
-    description: Verify the Kubernetes API server's TLS certificate.
+    description:
+      - Verify the Kubernetes API server's TLS certificate (O(validate_certs) is the homeserver's).
+        Can also be specified via E(K8S_AUTH_VERIFY_SSL).
     type: bool
+  kube_ca_cert:
+    description: CA certificate of the Kubernetes API server. Can also be specified via E(K8S_AUTH_SSL_CA_CERT).
+    type: path
+  kube_client_cert:
+    description: Client certificate for the Kubernetes API server. Can also be specified via E(K8S_AUTH_CERT_FILE).
+    type: path
+  kube_client_key:
+    description: Key of O(kube_client_cert). Can also be specified via E(K8S_AUTH_KEY_FILE).
+    type: path
+  kube_proxy:
+    description: HTTP proxy for the Kubernetes API server. Can also be specified via E(K8S_AUTH_PROXY).
+    type: str
 notes:
   - Write calls of the Synapse Admin API must reach the main process; workers only serve some GETs.
   - All requests of one task share one persistent HTTP connection.
+  - The Kubernetes options carry a C(kube_) prefix where C(kubernetes.core) names (C(host), C(validate_certs),
+    C(password)) would clash with the homeserver's or the user's options; the client is built by the same code
+    as the other matrix.stack Kubernetes modules. HTTP basic authentication to the API server is not offered.
 requirements:
   - The C(kubernetes) Python library, only when the O(kube_namespace) options are used.
 """

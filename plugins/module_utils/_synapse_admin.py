@@ -589,8 +589,9 @@ def plan_user(spec, current):
 class UserManager(object):
     """Ensure the desired state of many users over one client connection."""
 
-    def __init__(self, client, server_name, check_mode=False, diff=False):
+    def __init__(self, client, server_name, check_mode=False, diff=False, user_objects="always"):
         self.client = client
+        self.user_objects = user_objects  # "always" or "changed": which results carry the user object
         self.server_name = server_name
         self.check_mode = check_mode
         self.diff = diff
@@ -673,7 +674,7 @@ class UserManager(object):
                     final = None
             if final is None or spec.get("state") in ("absent", "deactivated"):
                 final = self.client.get_user(user_id)
-        if final is not None and not (self.check_mode and ops):
+        if final is not None and not (self.check_mode and ops) and (ops or self.user_objects == "always"):
             result["user"] = public_user(final)
         if self.diff:
             result["diff"] = {"before": before, "after": after}
@@ -711,12 +712,15 @@ def connection_argument_spec():
         kube_service=dict(type="str"),
         kube_pod_selector=dict(type="str"),
         kube_port=dict(type="int", default=8008),
-        kubeconfig=dict(type="path"),
+        kubeconfig=dict(type="raw", no_log=True),
         context=dict(type="str"),
         kube_host=dict(type="str"),
         kube_api_key=dict(type="str", no_log=True),
-        kube_ca_cert=dict(type="path"),
         kube_validate_certs=dict(type="bool"),
+        kube_ca_cert=dict(type="path"),
+        kube_client_cert=dict(type="path"),
+        kube_client_key=dict(type="path", no_log=False),
+        kube_proxy=dict(type="str"),
     )
 
 
@@ -740,8 +744,13 @@ class Connection(object):
             if not (p.get("kube_service") or p.get("kube_pod_selector")):
                 raise SynapseAdminError("kube_namespace needs kube_service or kube_pod_selector")
             from ansible_collections.matrix.stack.plugins.module_utils import _port_forward  # pylint: disable=import-outside-toplevel
-            self.forwarder = _port_forward.forwarder_from_params(p)
-            base_url = self.forwarder.start()
+            try:
+                self.forwarder = _port_forward.forwarder_from_params(p)
+                base_url = self.forwarder.start()
+            except _port_forward.PortForwardError as exc:
+                if self.forwarder is not None:
+                    self.forwarder.stop()
+                raise SynapseAdminError(str(exc))
         self.client = SynapseAdminClient(
             base_url, access_token=p.get("admin_token"), timeout=p.get("timeout") or 30,
             validate_certs=p.get("validate_certs", True), ca_path=p.get("ca_path"),

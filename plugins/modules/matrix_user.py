@@ -219,7 +219,9 @@ results:
       description: Requested state.
       type: str
     user:
-      description: The user after the task (as RV(user)).
+      description:
+        - The user after the task (as RV(user)), for users that changed only (keeps the result small for
+          large lists; use M(matrix.stack.matrix_user_info) to read users).
       type: dict
     diff:
       description: Before/after of the managed attributes (diff mode only).
@@ -359,7 +361,8 @@ def run(module):
                 server_name = params["server_name"] or registered_id.split(":", 1)[1]
             else:
                 server_name = discover_server_name(client, params["server_name"])
-            manager = UserManager(client, server_name, check_mode=module.check_mode, diff=module._diff)
+            manager = UserManager(client, server_name, check_mode=module.check_mode, diff=module._diff,
+                                  user_objects="changed" if bulk else "always")
             manager.resolve(specs)
             if result["bootstrapped"] == "registered":
                 specs[0]["_bootstrapped_created"] = True
