@@ -69,7 +69,7 @@ options:
     default: false
   database:
     description:
-      - The PostgreSQL database of Synapse: either reached directly (O(database.host)) with client binaries
+      - The PostgreSQL database of Synapse, either reached directly (O(database.host)) with client binaries
         on the Ansible host, or inside the PostgreSQL pod (O(database.pod)) through the Kubernetes exec API.
     type: dict
     suboptions:
@@ -157,7 +157,7 @@ options:
       label_selector:
         description: Label selector of the Secrets to back up (default those managed by M(matrix.stack.matrix_secret)).
         type: str
-        default: app.kubernetes.io/managed-by=matrix.stack
+        default: matrix.stack/secret=true
       files:
         description: Secret files (for example the signing key of a Synapse outside Kubernetes), restored to the same path.
         type: list
@@ -425,7 +425,7 @@ def argument_spec():
         ), required_by={"pod": "namespace"}),
         secrets=dict(type="dict", options=dict(
             namespace=dict(type="str"),
-            label_selector=dict(type="str", default="app.kubernetes.io/managed-by=matrix.stack"),
+            label_selector=dict(type="str", default="matrix.stack/secret=true"),
             files=dict(type="list", elements="path", default=[]),
             allow_unencrypted=dict(type="bool", default=False),
         )),
