@@ -671,10 +671,11 @@ def run_present(module, client, namespace, name, specs):
             except KubeConflictError:
                 # Another writer changed or created the Secret since we read it: read again and recompute.
                 continue
-            except KubeNamespaceNotFoundError as exc:
+            except KubeNamespaceNotFoundError:
                 if not module.check_mode:
                     raise
-                module.warn("%s; the Secret would be created once it exists" % exc)
+                module.warn("check mode: namespace %r does not exist (yet); a real run fails unless it is created "
+                            "first" % namespace)
                 stored = None
 
         for key in ("generated", "rotated", "stored", "updated", "kept", "adopted", "retired_key_ids"):
