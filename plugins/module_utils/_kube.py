@@ -456,6 +456,10 @@ def delete_secret(api_client, namespace, name, resource_version=None, uid=None, 
     body = {"apiVersion": "v1", "kind": "DeleteOptions"}
     if preconditions:
         body["preconditions"] = preconditions
+    if dry_run:
+        # The API server ignores query parameters of a DELETE that has a DeleteOptions body: dryRun must be in
+        # the body, or the "dry run" deletes for real.
+        body["dryRun"] = ["All"]
     response = kube_call(api_client, api.delete_namespaced_secret, name, namespace, body=body, _preload_content=False,
                          action="delete", what=secret_what(namespace, name), namespace=namespace, **_dry_run(dry_run))
     return _json_response(response)

@@ -720,13 +720,13 @@ def exit_with_values(module, result, values):
     """Return ``values`` intact while hiding the result.
 
     AnsibleModule masks every no_log value wherever it appears in the result, which would replace the values
-    themselves (or parts of them) with asterisks. So everything except ``values`` is masked here, the masking set
-    is emptied, and the result is flagged ``_ansible_no_log`` so that Ansible censors it in every callback.
+    themselves (or parts of them) with asterisks. So everything except ``values`` is masked here and the masking
+    set is emptied. The action plugin (plugins/action/matrix_secret.py) then flags the result ``_ansible_no_log``
+    so that Ansible censors it in every callback (a module cannot set that flag itself).
     """
     masked = remove_values(dict(result, invocation={"module_args": module.params}), module.no_log_values)
     module.no_log_values.clear()
     masked["values"] = values
-    masked["_ansible_no_log"] = True
     module.exit_json(**masked)
 
 
