@@ -75,7 +75,7 @@ options:
       - V(present) creates or updates the user; a deactivated user is reactivated (needs O(password)).
       - V(deactivated) deactivates an existing user (reversible with a new password); a user that
         does not exist is left absent.
-      - V(absent) deactivates the user with C(erase), the closest thing to deleting that Synapse has:
+      - V(absent) deactivates the user with C(erase), the closest thing to deleting that Synapse has;
         Synapse has no hard delete, and the user ID can never be registered again.
     type: str
     choices: [present, deactivated, absent]
