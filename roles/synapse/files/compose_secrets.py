@@ -1,0 +1,73 @@
+#!/usr/bin/env python3
+"""Compose the secret-bearing files Synapse needs, in memory, at pod start.
+
+Synapse reads most secrets from files (``*_path`` options), but two cannot be given
+that way: the PostgreSQL password (handled by a libpq password file, PGPASSFILE) and
+``email.smtp_pass``. This script, run by an init container, writes both from the
+mounted Secret files into an in-memory emptyDir with mode 0600. Secrets are passed
+as *file paths* only, never as values on a command line.
+
+Usage:
+  compose_secrets.py [--pgpass PASSWORD_FILE OUT_FILE]
+                     [--fragment TEMPLATE OUT_FILE --inject DOTTED.KEY=SECRET_FILE ...]
+"""
+import argparse
+import os
+import sys
+
+import yaml
+
+
+def read_secret(path):
+    with open(path, encoding="utf-8") as handle:
+        value = handle.read()
+    # Secrets may end with one newline when created by hand; never strip anything else.
+    if value.endswith("\n"):
+        value = value[:-1]
+    if not value:
+        sys.exit(f"compose_secrets: secret file {path} is empty")
+    return value
+
+
+def write_private(path, content):
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(content)
+    os.chmod(path, 0o600)
+
+
+def pgpass_escape(value):
+    return value.replace("\\", "\\\\").replace(":", "\\:")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pgpass", nargs=2, metavar=("PASSWORD_FILE", "OUT_FILE"))
+    parser.add_argument("--fragment", nargs=2, metavar=("TEMPLATE", "OUT_FILE"))
+    parser.add_argument("--inject", action="append", default=[], metavar="DOTTED.KEY=SECRET_FILE")
+    args = parser.parse_args(argv)
+
+    if args.pgpass:
+        password = read_secret(args.pgpass[0])
+        write_private(args.pgpass[1], f"*:*:*:*:{pgpass_escape(password)}\n")
+
+    if args.fragment:
+        with open(args.fragment[0], encoding="utf-8") as handle:
+            config = yaml.safe_load(handle) or {}
+        for item in args.inject:
+            dotted, _, path = item.partition("=")
+            if not dotted or not path:
+                sys.exit(f"compose_secrets: bad --inject {item!r}")
+            node = config
+            keys = dotted.split(".")
+            for key in keys[:-1]:
+                node = node.setdefault(key, {})
+            node[keys[-1]] = read_secret(path)
+        write_private(args.fragment[1], yaml.safe_dump(config, default_flow_style=False))
+    elif args.inject:
+        sys.exit("compose_secrets: --inject needs --fragment")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
