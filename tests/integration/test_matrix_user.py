@@ -394,3 +394,31 @@ def test_no_secret_in_vvv_output(play, synapse):
     for secret in (password, user_password, token, synapse.registration_shared_secret):
         assert secret not in res.stdout and secret not in res.stderr
     assert "********" in res.stdout or "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER" in res.stdout
+
+
+def test_login_rate_limit_429_is_retried(synapse_factory, run_playbook, tmp_path):
+    """A Synapse with tight login rate limits: the bootstrap login gets a real 429 and waits it out."""
+    tight = {"per_second": 0.1, "burst_count": 1}
+    limited = synapse_factory(server_name="limited.test", extra_config={
+        "bcrypt_rounds": 4, "rc_login": {"address": tight, "account": tight,
+                                         "failed_attempts": {"per_second": 1000, "burst_count": 1000}}})
+    password = secrets.token_urlsafe(12)
+    mc.register_shared_secret(limited.base_url, limited.registration_shared_secret, "rladmin", password, admin=True)
+    mc.login(limited.base_url, "rladmin", password)  # uses the one-login burst
+    with pytest.raises(mc.MatrixError) as info:  # proves the limit is really on
+        mc.login(limited.base_url, "rladmin", password)
+    assert info.value.status == 429 and "retry_after_ms" in info.value.body
+
+    play = Play(run_playbook, tmp_path, limited)
+    boot = {"homeserver_url": "{{ hs }}", "registration_shared_secret": "{{ shared_secret }}", "user": "rladmin",
+            "password": "{{ pw }}"}
+    res = play([{"name": "bootstrap by login", "matrix.stack.matrix_user": boot},
+                {"name": "no patience", "matrix.stack.matrix_user": dict(boot, max_retry_wait=0.01),
+                 "ignore_errors": True}],
+               extra_vars={"pw": password})
+    ok, impatient = res.tasks
+    assert ok.get("failed") is not True, ok
+    assert ok["bootstrapped"] == "logged_in"
+    assert any(r["reason"] == "429 rate limited" and r["waited"] > 0.5 for r in ok["http"]["retries"]), ok["http"]
+    assert impatient["failed"] is True and "more than max_retry_wait" in impatient["msg"]
+    assert password not in res.stdout
