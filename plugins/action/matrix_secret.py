@@ -9,8 +9,6 @@ the module returns ``values`` (``return_values: true``), this plugin flags the r
 Ansible censors it in every callback, at every verbosity, like a task with ``no_log: true``.
 """
 
-from __future__ import annotations
-
 from ansible.plugins.action import ActionBase
 from ansible.utils.vars import merge_hash
 

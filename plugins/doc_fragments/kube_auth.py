@@ -3,8 +3,6 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Kubernetes connection options shared by the matrix.stack modules."""
 
-from __future__ import annotations
-
 
 class ModuleDocFragment:  # pylint: disable=too-few-public-methods
     # Same option names, aliases and K8S_AUTH_* environment variables as kubernetes.core's k8s_auth_options,

@@ -16,8 +16,6 @@ Modules call ``require_kubernetes(module)`` first, build the client inside ``try
 fail_kube(module, e)``.
 """
 
-from __future__ import annotations
-
 import base64
 import copy
 import json
@@ -66,7 +64,7 @@ KUBE_AUTH_ARG_SPEC = dict(
     validate_certs=dict(type="bool", aliases=["verify_ssl"]),
     ca_cert=dict(type="path", aliases=["ssl_ca_cert"]),
     client_cert=dict(type="path", aliases=["cert_file"]),
-    client_key=dict(type="path", aliases=["key_file"]),
+    client_key=dict(type="path", aliases=["key_file"], no_log=False),  # a path, not a secret
     proxy=dict(type="str"),
     no_proxy=dict(type="str"),
     proxy_headers=dict(type="dict", options=AUTH_PROXY_HEADERS_SPEC),
@@ -232,7 +230,7 @@ def translate_error(exc, action, what, namespace=None, host=None):
     if HAS_URLLIB3 and isinstance(exc, urllib3.exceptions.MaxRetryError):
         return KubeUnreachableError("Kubernetes API%s unreachable while trying to %s %s: %s"
                                     % (where, action, what, _short_reason(exc.reason)))
-    if HAS_URLLIB3 and isinstance(exc, urllib3.exceptions.HTTPError) or isinstance(exc, OSError):
+    if (HAS_URLLIB3 and isinstance(exc, urllib3.exceptions.HTTPError)) or isinstance(exc, OSError):
         return KubeUnreachableError("Kubernetes API%s unreachable while trying to %s %s: %s"
                                     % (where, action, what, _short_reason(exc)))
     return KubeApiError("unexpected error while trying to %s %s: %s: %s" % (action, what, type(exc).__name__, exc))

@@ -14,8 +14,6 @@ The key id is ``ed25519:<version>``. The public key is derived with ``cryptograp
 otherwise with a small pure-Python implementation of RFC 8032 (only public key derivation is needed).
 """
 
-from __future__ import annotations
-
 import base64
 import hashlib
 import json
@@ -131,7 +129,7 @@ def normalize_key_spec(spec):
             with open(value_file, "rb") as handle:
                 data = handle.read()
         except OSError as exc:
-            raise SecretSpecError("key %r: cannot read value_from_file %s: %s" % (name, value_file, exc.strerror))
+            raise SecretSpecError("key %r: cannot read value_from_file %s: %s" % (name, value_file, exc.strerror)) from None
     elif value is not None:
         data = value.encode("utf-8") if isinstance(value, str) else bytes(value)
     else:
@@ -236,7 +234,7 @@ def parse_signing_keys(value):
         try:
             value = value.decode("ascii")
         except UnicodeDecodeError:
-            raise SigningKeyFormatError("not ASCII text")
+            raise SigningKeyFormatError("not ASCII text") from None
     keys = []
     for number, line in enumerate(value.splitlines(), 1):
         if not line.strip():
@@ -252,7 +250,7 @@ def parse_signing_keys(value):
         try:
             seed = _b64_decode_unpadded(seed_b64)
         except (ValueError, TypeError):
-            raise SigningKeyFormatError("line %d: the seed is not base64" % number)
+            raise SigningKeyFormatError("line %d: the seed is not base64" % number) from None
         if len(seed) != 32:
             raise SigningKeyFormatError("line %d: the seed must be 32 bytes" % number)
         keys.append((version, seed))
@@ -348,7 +346,7 @@ def parse_old_signing_keys(value):
     try:
         doc = json.loads(value.decode("utf-8") if isinstance(value, bytes) else value)
     except (ValueError, UnicodeDecodeError):
-        raise SigningKeyFormatError("the old signing keys document is not JSON")
+        raise SigningKeyFormatError("the old signing keys document is not JSON") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("old_signing_keys", {}), dict):
         raise SigningKeyFormatError("the old signing keys document must be {\"old_signing_keys\": {...}}")
     old = doc.get("old_signing_keys") or {}

@@ -3,8 +3,6 @@
 # Copyright: (c) 2026, matrix.stack developers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 
-from __future__ import annotations
-
 DOCUMENTATION = r"""
 ---
 module: matrix_secret
@@ -23,7 +21,7 @@ description:
   - Values never appear in the module's output, in diffs or in logs. They are only returned with
     O(return_values=true), and then the whole task result is marked C(no_log) so Ansible hides it.
 author:
-  - matrix.stack developers
+  - matrix.stack contributors (!UNKNOWN)
 extends_documentation_fragment:
   - matrix.stack.kube_auth
 attributes:
@@ -394,7 +392,7 @@ def argument_spec():
         namespace=dict(type="str", required=True),
         name=dict(type="str", required=True),
         state=dict(type="str", default="present", choices=["present", "absent"]),
-        keys=dict(type="list", elements="dict", default=[], options=dict(
+        keys=dict(type="list", elements="dict", default=[], no_log=False, options=dict(
             name=dict(type="str", required=True),
             type=dict(type="str", choices=list(ALL_TYPES)),
             length=dict(type="int"),
@@ -499,7 +497,7 @@ def plan_present(existing, specs, rotate, labels, adopt, now_ms, namespace, name
                     raise SecretSpecError(
                         "cannot rotate %r: the stored value or %s is not in the expected format (%s), so the old public "
                         "key cannot be kept for old_signing_keys; repair or delete the key first"
-                        % (key, companion, exc))
+                        % (key, companion, exc)) from None
                 data[key] = generate(ktype, spec["length"], taken_versions=taken)
                 data[companion] = new_doc
                 result["retired_key_ids"].extend(retired)
@@ -607,7 +605,7 @@ def secret_summary(secret, fallback_name, fallback_namespace, data=None, labels=
     return summary
 
 
-def empty_result(namespace, name):
+def empty_result():
     return dict(changed=False, generated=[], rotated=[], stored=[], updated=[], kept=[], deleted=False,
                 adopted=False, retired_key_ids=[], secret={})
 
@@ -615,7 +613,7 @@ def empty_result(namespace, name):
 # ----- main --------------------------------------------------------------------------------------
 
 def run_absent(module, client, namespace, name):
-    result = empty_result(namespace, name)
+    result = empty_result()
     for _attempt in range(MAX_ATTEMPTS):
         existing = get_secret(client, namespace, name)
         if existing is None:
@@ -645,7 +643,7 @@ def run_absent(module, client, namespace, name):
 
 def run_present(module, client, namespace, name, specs):
     params = module.params
-    result = empty_result(namespace, name)
+    result = empty_result()
     for _attempt in range(MAX_ATTEMPTS):
         existing = get_secret(client, namespace, name)
         now_ms = int(time.time() * 1000)
