@@ -78,6 +78,9 @@ def kube_namespace(kube_cluster):
         manifest = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}}
         kube_cluster.kubectl("create", "-f", "-", input=json.dumps(manifest))
         created.append(name)
+        # Pods are refused until the controller-manager has made the namespace's default ServiceAccount,
+        # and controllers then back off for many seconds: wait for it, as a real cluster user would not notice.
+        kube_cluster.kubectl("wait", "--for=create", "serviceaccount/default", "-n", name, "--timeout=60s")
         return name
 
     yield make
