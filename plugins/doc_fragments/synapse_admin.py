@@ -18,10 +18,12 @@ options:
   admin_token:
     description:
       - Access token of a Synapse server admin.
+      - When O(registration_shared_secret) is also given and Synapse rejects this token (HTTP 401), a new
+        token is bootstrapped with the shared secret (M(matrix.stack.matrix_user) only).
     type: str
   registration_shared_secret:
     description:
-      - Synapse's C(registration_shared_secret), used only when O(admin_token) is not given, to
+      - Synapse's C(registration_shared_secret), used when O(admin_token) is not given (or is rejected), to
         bootstrap an admin through shared-secret registration (nonce + HMAC-SHA1).
       - If the user does not exist it is registered (as an admin) and the returned access token is used;
         if it exists, the module logs in with its password instead (the login API is rate limited, so

@@ -232,9 +232,17 @@ summary:
   type: dict
   sample: {"total": 200, "changed": 0, "created": 0, "unchanged": 200, "failed": 0}
 bootstrapped:
-  description: How the access token was obtained without O(admin_token) (V(registered), V(logged_in)), or V(null).
+  description:
+    - How the access token was obtained with O(registration_shared_secret) (V(registered), V(logged_in)), or V(null)
+      when O(admin_token) was used.
+    - When both are given and Synapse rejects O(admin_token) (HTTP 401, for example after a logout), the module
+      bootstraps a new token and also returns RV(token_rejected).
   returned: always
   type: str
+token_rejected:
+  description: O(admin_token) was rejected and a new token was bootstrapped instead.
+  returned: when that happened
+  type: bool
 access_token:
   description: The access token the task used. Secret.
   returned: when O(return_access_token=true)
@@ -347,6 +355,17 @@ def run(module):
     conn = Connection(params)
     try:
         with conn as client:
+            server_name = None
+            if client.access_token and params["registration_shared_secret"]:
+                # A stored token may have been logged out: fall back to bootstrapping.
+                try:
+                    server_name = discover_server_name(client, params["server_name"])
+                except SynapseAdminError as exc:
+                    if exc.status != 401:
+                        raise
+                    module.warn("admin_token was rejected (401); bootstrapping a new token with the shared secret")
+                    client.access_token = None
+                    result["token_rejected"] = True
             if not client.access_token:
                 if module.check_mode:
                     module.warn("Check mode without admin_token: the users cannot be looked up without writing "
@@ -359,7 +378,7 @@ def run(module):
                 module.no_log_values.add(client.access_token)
                 result["bootstrapped"] = how
                 server_name = params["server_name"] or registered_id.split(":", 1)[1]
-            else:
+            elif server_name is None:
                 server_name = discover_server_name(client, params["server_name"])
             manager = UserManager(client, server_name, check_mode=module.check_mode, diff=module._diff,
                                   user_objects="changed" if bulk else "always")

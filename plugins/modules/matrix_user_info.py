@@ -156,7 +156,7 @@ def main():
     )
     params = module.params
     if not params["admin_token"]:
-        module.fail_json(msg="admin_token is required")
+        module.fail_json(msg="admin_token is required (registration_shared_secret is only used by matrix_user to bootstrap an admin)")
     if params["page_size"] < 1:
         module.fail_json(msg="page_size must be at least 1")
     result = {"changed": False}
