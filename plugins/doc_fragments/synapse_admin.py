@@ -94,32 +94,43 @@ options:
       - URL of the Kubernetes API server (C(host) of C(kubernetes.core), renamed here so it cannot be
         mistaken for the homeserver). Can also be specified via E(K8S_AUTH_HOST).
     type: str
+    aliases: [host]
   kube_api_key:
     description: Bearer token for the Kubernetes API server. Can also be specified via E(K8S_AUTH_API_KEY).
     type: str
+    aliases: [api_key]
   kube_validate_certs:
     description:
       - Verify the Kubernetes API server's TLS certificate (O(validate_certs) is the homeserver's).
         Can also be specified via E(K8S_AUTH_VERIFY_SSL).
     type: bool
+    aliases: [verify_ssl]
   kube_ca_cert:
     description: CA certificate of the Kubernetes API server. Can also be specified via E(K8S_AUTH_SSL_CA_CERT).
     type: path
+    aliases: [ca_cert, ssl_ca_cert]
   kube_client_cert:
     description: Client certificate for the Kubernetes API server. Can also be specified via E(K8S_AUTH_CERT_FILE).
     type: path
+    aliases: [client_cert, cert_file]
   kube_client_key:
     description: Key of O(kube_client_cert). Can also be specified via E(K8S_AUTH_KEY_FILE).
     type: path
+    aliases: [client_key, key_file]
   kube_proxy:
     description: HTTP proxy for the Kubernetes API server. Can also be specified via E(K8S_AUTH_PROXY).
     type: str
+    aliases: [proxy]
 notes:
   - Write calls of the Synapse Admin API must reach the main process; workers only serve some GETs.
   - All requests of one task share one persistent HTTP connection.
-  - The Kubernetes options carry a C(kube_) prefix where C(kubernetes.core) names (C(host), C(validate_certs),
-    C(password)) would clash with the homeserver's or the user's options; the client is built by the same code
-    as the other matrix.stack Kubernetes modules. HTTP basic authentication to the API server is not offered.
+  - The Kubernetes options carry a C(kube_) prefix so they cannot be mistaken for the homeserver's; the
+    C(kubernetes.core) names are accepted as aliases (C(host), C(api_key), C(ca_cert), C(client_cert),
+    C(client_key), C(proxy), C(verify_ssl)), so C(module_defaults) for C(group/matrix.stack.matrix) configure
+    the port-forward too. Two names cannot be shared and mean something else here - C(validate_certs) is the
+    B(homeserver's) TLS verification (use C(verify_ssl) or O(kube_validate_certs) for the API server), and
+    C(password) is the Matrix user's password (HTTP basic authentication to the API server is not offered).
+    Do not put either in group C(module_defaults).
 requirements:
   - The C(kubernetes) Python library, only when the O(kube_namespace) options are used.
 """

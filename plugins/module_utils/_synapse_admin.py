@@ -714,13 +714,13 @@ def connection_argument_spec():
         kube_port=dict(type="int", default=8008),
         kubeconfig=dict(type="raw", no_log=True),
         context=dict(type="str"),
-        kube_host=dict(type="str"),
-        kube_api_key=dict(type="str", no_log=True),
-        kube_validate_certs=dict(type="bool"),
-        kube_ca_cert=dict(type="path"),
-        kube_client_cert=dict(type="path"),
-        kube_client_key=dict(type="path", no_log=False),
-        kube_proxy=dict(type="str"),
+        kube_host=dict(type="str", aliases=["host"]),
+        kube_api_key=dict(type="str", no_log=True, aliases=["api_key"]),
+        kube_validate_certs=dict(type="bool", aliases=["verify_ssl"]),
+        kube_ca_cert=dict(type="path", aliases=["ca_cert", "ssl_ca_cert"]),
+        kube_client_cert=dict(type="path", aliases=["client_cert", "cert_file"]),
+        kube_client_key=dict(type="path", no_log=False, aliases=["client_key", "key_file"]),
+        kube_proxy=dict(type="str", aliases=["proxy"]),
     )
 
 

@@ -24,6 +24,10 @@ attributes:
   diff_mode:
     support: full
     description: Before/after of the managed attributes (no passwords).
+  action_group:
+    support: full
+    membership:
+      - matrix.stack.matrix
 options:
   user:
     description:

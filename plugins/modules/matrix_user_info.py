@@ -21,6 +21,10 @@ attributes:
   diff_mode:
     support: none
     description: Read-only.
+  action_group:
+    support: full
+    membership:
+      - matrix.stack.matrix
 options:
   user:
     description:

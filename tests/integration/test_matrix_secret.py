@@ -5,6 +5,7 @@ checks the Secret with kubectl. The Synapse test starts a real Synapse with a ke
 """
 
 import base64
+import itertools
 import json
 import re
 import socket
@@ -40,11 +41,11 @@ class SecretRunner:
         self.kube = kube_cluster
         self.run_playbook = run_playbook
         self.tmp_path = tmp_path
-        self.count = 0
+        self.counter = itertools.count(1)
         self.outputs = []  # every stdout+stderr, to grep for leaked values
 
     def playbook(self, tasks, auth=True):
-        self.count += 1
+        number = next(self.counter)  # thread-safe: tests run playbooks in parallel
         play = {
             "hosts": "localhost",
             "gather_facts": False,
@@ -53,7 +54,7 @@ class SecretRunner:
         }
         if auth:
             play["module_defaults"] = {"group/matrix.stack.matrix": {"kubeconfig": self.kube.kubeconfig}}
-        path = self.tmp_path / ("play%d.yml" % self.count)
+        path = self.tmp_path / ("play%d.yml" % number)
         path.write_text(yaml.safe_dump([play], sort_keys=False))
         return path
 
@@ -249,6 +250,45 @@ def test_foreign_secret_refused_then_adopted(runner, kube_namespace, kube_cluste
     # now owned: a plain run is a no-op, no adopt needed
     again, _ = runner.run(namespace=ns, name="legacy", keys=KEYS)
     assert again["changed"] is False and again["adopted"] is False
+
+
+def test_parallel_runs_agree_on_one_set_of_values(runner, kube_namespace):
+    """Three ansible-playbook processes race to create the same Secret; all succeed and all report the key that
+    actually ended up in the Secret (losers re-read after 409 instead of overwriting)."""
+    import threading  # pylint: disable=import-outside-toplevel
+
+    ns = kube_namespace()
+    keys = KEYS[:3] + [{"name": "turn_shared_secret", "type": "alnum"}]
+    results = [None] * 3
+
+    def worker(index):
+        results[index] = runner.run(namespace=ns, name="race", keys=keys)[0]
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    data = data_of(runner.secret(ns, "race"))
+    public = list(gen_public_keys(data["signing.key"]).items())[0]
+    for result in results:
+        assert result is not None and not result.get("failed"), result and result.get("msg")
+        assert (result["public_keys"]["signing.key"]["key_id"], result["public_keys"]["signing.key"]["public_key"]) \
+            == public
+    assert sum(1 for r in results if r["generated"]) >= 1
+    again, _ = runner.run(namespace=ns, name="race", keys=keys)
+    assert again["changed"] is False
+
+
+def gen_public_keys(line):
+    """Derive the public key with cryptography, independently of the module's code."""
+    from cryptography.hazmat.primitives import serialization  # pylint: disable=import-outside-toplevel
+    from cryptography.hazmat.primitives.asymmetric import ed25519  # pylint: disable=import-outside-toplevel
+
+    _alg, version, seed = line.decode().split()
+    private = ed25519.Ed25519PrivateKey.from_private_bytes(base64.b64decode(seed + "="))
+    raw = private.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return {"ed25519:" + version: base64.b64encode(raw).decode().rstrip("=")}
 
 
 def test_absent(runner, kube_namespace):

@@ -59,6 +59,7 @@ def check_spec_matches_doc(spec, options, path=""):
         assert opt.get("choices") == doc.get("choices"), path + name
         assert opt.get("elements") == doc.get("elements"), path + name
         assert bool(opt.get("required")) == bool(doc.get("required")), path + name
+        assert opt.get("aliases") == doc.get("aliases"), path + name
         if "options" in opt:
             check_spec_matches_doc(opt["options"], doc["suboptions"], path + name + ".")
 
