@@ -14,7 +14,7 @@ description:
     something changed. Check mode sends no write request. Diff mode shows before/after, never passwords.
   - Can bootstrap the first admin with O(registration_shared_secret) when no admin token exists yet.
 author:
-  - matrix.stack contributors
+  - matrix.stack contributors (!UNKNOWN)
 extends_documentation_fragment:
   - matrix.stack.synapse_admin
 attributes:
@@ -26,6 +26,7 @@ attributes:
     description: Before/after of the managed attributes (no passwords).
   action_group:
     support: full
+    description: Member of C(matrix.stack.matrix) for C(module_defaults); see the notes about C(validate_certs) and C(password).
     membership:
       - matrix.stack.matrix
 options:

@@ -11,7 +11,7 @@ description:
   - Returns one user of a Synapse homeserver (with the number of joined rooms and devices), or the list
     of local users with filters, following the Admin API's pagination (C(next_token)) to the end.
 author:
-  - matrix.stack contributors
+  - matrix.stack contributors (!UNKNOWN)
 extends_documentation_fragment:
   - matrix.stack.synapse_admin
 attributes:
@@ -23,6 +23,7 @@ attributes:
     description: Read-only.
   action_group:
     support: full
+    description: Member of C(matrix.stack.matrix) for C(module_defaults); see the notes about C(validate_certs) and C(password).
     membership:
       - matrix.stack.matrix
 options:
