@@ -494,7 +494,8 @@ def plan_user(spec, current):
     if state == "absent":
         if current is not None and not (current.get("deactivated") and current.get("erased")):
             ops.append(("deactivate", {"erase": True}))
-            after.update(deactivated=True, erased=True, admin=False, displayname=None, locked=False)
+            # deactivation removes threepids and the password; erase also removes the profile
+            after.update(deactivated=True, erased=True, displayname=None)
             if "emails" in after:
                 after["emails"] = []
         return ops, before, after
