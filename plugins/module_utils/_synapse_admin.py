@@ -191,6 +191,7 @@ class SynapseAdminClient(object):
         self.retry_log = []  # (reason, waited seconds) -- returned to the user, no secrets
         self.request_count = 0
         self._conn = None
+        self._served = 0  # responses read on the current connection
 
     # -- connection -----------------------------------------------------------------------
     def _ssl_context(self):
@@ -210,6 +211,7 @@ class SynapseAdminClient(object):
         return self._conn
 
     def close(self):
+        self._served = 0
         if self._conn is not None:
             try:
                 self._conn.close()
@@ -218,14 +220,30 @@ class SynapseAdminClient(object):
 
     # -- requests -------------------------------------------------------------------------
     def _send_once(self, method, url, payload, headers):
+        reused = self._conn is not None and self._served > 0
         conn = self._connection()
         try:
             conn.request(method, url, body=payload, headers=headers)
             resp = conn.getresponse()
             data = resp.read()
+        except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+            self.close()
+            if not reused:
+                raise
+            # The server closed the idle kept-alive connection before reading this request:
+            # send it again at once on a fresh connection (no backoff, not counted as a retry).
+            conn = self._connection()
+            try:
+                conn.request(method, url, body=payload, headers=headers)
+                resp = conn.getresponse()
+                data = resp.read()
+            except BaseException:
+                self.close()
+                raise
         except BaseException:
             self.close()
             raise
+        self._served += 1
         if resp.will_close:
             self.close()
         return resp.status, resp.headers, data

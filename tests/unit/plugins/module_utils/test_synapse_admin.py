@@ -515,3 +515,29 @@ def test_manager_create_then_lock(server):
     assert result["created"] and result["user"]["locked"] is True
     assert [(r["method"], r["body"]) for r in server.requests[1:]] == [
         ("PUT", {"password": "pw"}), ("PUT", {"locked": True})]
+
+
+def test_idle_keepalive_closed_by_server_is_resent_at_once(server):
+    """The server drops the kept-alive connection without answering: resent on a new one, no backoff."""
+    state = {"n": 0}
+    server.default = (200, {"ok": True})
+    client, sleeps = client_for(server)
+    client.request("GET", "/first")
+
+    orig_handle = Handler._handle
+
+    def drop_once(self):
+        if state["n"] == 0:
+            state["n"] += 1
+            self.close_connection = True
+            self.rfile.read(0)
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        orig_handle(self)
+
+    Handler.do_GET = drop_once
+    try:
+        assert client.request("GET", "/second")[1] == {"ok": True}
+    finally:
+        Handler.do_GET = orig_handle
+    assert sleeps == [] and client.retry_log == [] and server.connections == 2
