@@ -24,6 +24,11 @@ import ssl
 
 from ansible.module_utils.basic import missing_required_lib
 
+
+class _LibraryMissing(Exception):
+    """Stands in for the client's exception classes when it is not installed (never raised)."""
+
+
 try:
     import kubernetes
     from kubernetes.client.rest import ApiException
@@ -33,12 +38,7 @@ try:
 except ImportError as _exc:  # pragma: no cover - depends on the environment
     HAS_KUBERNETES = False
     KUBERNETES_IMPORT_ERROR = _exc
-
-    class ApiException(Exception):  # type: ignore[no-redef]
-        """Placeholder so that except clauses work without the library."""
-
-    class ConfigException(Exception):  # type: ignore[no-redef]
-        """Placeholder so that except clauses work without the library."""
+    ApiException = ConfigException = _LibraryMissing
 
 try:
     import urllib3
