@@ -346,6 +346,11 @@ def test_errors_namespace_missing_unreachable_forbidden(runner, kube_namespace, 
     assert forbidden["failed"] and forbidden["kube_error"] == "forbidden", forbidden["msg"]
     assert "not allowed to create Secret %s/s" % ns in forbidden["msg"] and "RBAC" in forbidden["msg"]
     assert runner.secret(ns, "s") is None
+    # without the cluster CA, TLS verification fails with a hint instead of a traceback
+    untrusted, _ = runner.run(auth=False, host=server, api_key=token, namespace=ns, name="s", keys=KEYS[:2],
+                              ignore_errors=True)
+    assert untrusted["failed"] and untrusted["kube_error"] == "tls", untrusted["msg"]
+    assert "ca_cert" in untrusted["msg"]
     # check mode is truthful about RBAC as well (server-side dry run)
     checked = runner.run_tasks([{"matrix.stack.matrix_secret": {
         "host": server, "api_key": token, "ca_cert": ca_path, "namespace": ns, "name": "s", "keys": KEYS[:2]},
