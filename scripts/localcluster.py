@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/env python
 """A real Kubernetes control plane on 127.0.0.1 with kwok-simulated nodes.
 
 etcd, kube-apiserver, kube-controller-manager and kube-scheduler are the real
