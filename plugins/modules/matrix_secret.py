@@ -381,6 +381,9 @@ MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY_VALUE = "matrix.stack"
 OWNERSHIP_LABELS = {OWNED_LABEL: OWNED_VALUE, MANAGED_BY_LABEL: MANAGED_BY_VALUE}
 MAX_ATTEMPTS = 5
+# Values shorter than this are not added to the masking set by the module itself (supplied values are masked by
+# Ansible anyway, being no_log options); generated values are always longer.
+MIN_MASKED_LENGTH = 8
 
 
 class ForeignSecretError(Exception):
@@ -654,9 +657,12 @@ def run_present(module, client, namespace, name, specs):
             module.fail_json(msg=str(exc), **result)
         except SecretSpecError as exc:
             module.fail_json(msg=str(exc), **result)
-        # Defence in depth: any value that made it into the plan is masked if it ever reached a message.
-        for value in plan["data"].values():
-            _register_no_log(module, value)
+        # Defence in depth: the values of the listed keys are masked should one ever reach a message. Keys that
+        # are not listed (and the public .old.yaml companions) are never read into output, and registering a
+        # short foreign value such as "1" would mask that character everywhere in the result.
+        for spec in specs:
+            if spec["name"] in plan["data"]:
+                _register_no_log(module, plan["data"][spec["name"]])
 
         stored = existing
         if plan["changed"]:
@@ -707,11 +713,15 @@ def run_present(module, client, namespace, name, specs):
 
 def _register_no_log(module, value):
     try:
-        text = value.decode("utf-8") if isinstance(value, bytes) else str(value)
+        text = (value.decode("utf-8") if isinstance(value, bytes) else str(value)).strip()
     except UnicodeDecodeError:
         return
-    if text:
+    if len(text) >= MIN_MASKED_LENGTH:
         module.no_log_values.add(text)
+    # parts that are secret on their own: the seed of a signing key line, the base64 lines of a PEM key
+    for token in text.split():
+        if len(token) >= 16 and not token.startswith("-----"):
+            module.no_log_values.add(token)
 
 
 def exit_with_values(module, result, values):
@@ -741,7 +751,7 @@ def main():
         except SecretSpecError as exc:
             module.fail_json(msg=str(exc))
         for spec in specs:
-            if spec["value"] is not None:
+            if spec["value"] is not None:  # the content of value_from_file is not a module option
                 _register_no_log(module, spec["value"])
 
     try:

@@ -530,3 +530,14 @@ def test_main_absent(api, capsys):
     api.put_secret("ns", "s", {"a": b"1"}, labels=OWNED)
     deleted = run_module(capsys, base_args(api, state="absent"))
     assert deleted["changed"] and deleted["deleted"] and ("ns", "s") not in api.secrets
+
+
+def test_main_short_foreign_values_do_not_mask_output(api, capsys):
+    """Values of keys the module does not manage are not added to the masking set (a value "1" would otherwise
+    turn every "1" in the result into asterisks)."""
+    api.put_secret("ns", "s", {"flag": b"1", "mode": b"ns"}, labels={"team": "ns"})
+    result = run_module(capsys, base_args(api, keys=[{"name": "a", "type": "alnum"}], adopt=True))
+    assert not result.get("failed"), result.get("msg")
+    assert result["secret"]["resource_version"] == api.secrets[("ns", "s")]["metadata"]["resourceVersion"]
+    assert result["secret"]["namespace"] == "ns" and result["secret"]["labels"]["team"] == "ns"
+    assert "*" not in json.dumps(result["secret"])
