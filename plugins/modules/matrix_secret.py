@@ -135,6 +135,7 @@ options:
       - Return the values of the keys in O(keys) in RV(values).
       - The task result is then flagged C(no_log), so Ansible hides the whole result (including the key names)
         in all output at every verbosity. Tasks that use the registered values must set C(no_log) themselves.
+      - In check mode only values that already exist are returned (their current values).
     type: bool
     default: false
 notes:
@@ -277,6 +278,7 @@ adopted:
 public_keys:
   description:
     - For each key of type V(signing_key), its key id and unpadded base64 ed25519 public key (public data).
+    - In check mode, only for signing keys that already exist (the current key).
   returned: when O(state=present)
   type: dict
   sample:
