@@ -1,4 +1,5 @@
 # Two commands: `make setup` once, `make test` for every gate and test. The rest are shortcuts.
+export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/.work/collections
 .PHONY: setup test test-fast lint sanity unit cluster-up cluster-down cluster-status cluster-logs build render bench
 
 setup:
