@@ -13,10 +13,11 @@ import datetime
 import json
 import os
 import shutil
+import threading
 import time
 
 from ansible_collections.matrix.stack.plugins.module_utils._backup_repo import (
-    BackupError, HashingReader, HashingWriter, MEDIA_INDEX, Repository, set_id_time, sha256_file, syncfs, write_json_atomic)
+    BackupError, CHUNK, HashingReader, HashingWriter, MEDIA_INDEX, Repository, set_id_time, sha256_file, syncfs, write_json_atomic)
 from ansible_collections.matrix.stack.plugins.module_utils import _backup_crypto as crypto
 from ansible_collections.matrix.stack.plugins.module_utils import _backup_media as media_mod
 from ansible_collections.matrix.stack.plugins.module_utils import _backup_pg as pg_mod
@@ -58,6 +59,8 @@ class Config:
         self.health_timeout = 300
         self.scale_timeout = 300
         self.jobs = 2
+        self.parallel = True            # overlap the media copy with the end of the dump
+        self.media_workers = 4          # threads copying local media files
         self.force = False
         self.keep = {}
         self.check_mode = False
@@ -123,6 +126,108 @@ def _pg_facts(pg):
 # ---------------------------------------------------------------------------------------------
 # backup
 # ---------------------------------------------------------------------------------------------
+class _PrefixReader:
+    def __init__(self, prefix, raw):
+        self.prefix, self.raw = prefix, raw
+
+    def read(self, n=-1):
+        if self.prefix:
+            if n is None or n < 0:
+                n = len(self.prefix)
+            out, self.prefix = self.prefix[:n], self.prefix[n:]
+            return out
+        return self.raw.read(n)
+
+
+class _MediaJob:
+    """The incremental media copy, run in a thread next to the end of the dump (or inline)."""
+
+    def __init__(self, cfg, repo, info, tmp):
+        self.cfg, self.repo, self.info, self.tmp = cfg, repo, info, tmp
+        self._thread = None
+        self._result = None
+        self._error = None
+        self._cancel = threading.Event()
+
+    def start(self):
+        self._thread = threading.Thread(target=self.run, name="media-backup", daemon=True)
+        self._thread.start()
+
+    def cancel(self):
+        self._cancel.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def result(self):
+        if self._thread is not None:
+            self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._result
+
+    def run(self):
+        try:
+            self._result = self._copy()
+        except BaseException as e:  # re-raised in the main thread by result()
+            self._error = e
+
+    def _store(self, to_copy, recipients):
+        """Yield (rel, store_object result). Local files are copied by a small thread pool (file creation
+        latency dominates with many small media); a pod's tar stream is read in order."""
+        cfg, repo = self.cfg, self.repo
+
+        def check():
+            if self._cancel.is_set():
+                raise BackupError("media copy cancelled")
+        if cfg.media.kind == "local" and cfg.media_workers > 1 and len(to_copy) > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            def one(rel):
+                check()
+                with cfg.media.open(rel) as f:
+                    return rel, media_mod.store_object(repo, f, recipients)
+            with ThreadPoolExecutor(cfg.media_workers, thread_name_prefix="media") as pool:
+                try:
+                    yield from pool.map(one, (r for r, _s in to_copy))
+                except BaseException:
+                    self._cancel.set()
+                    raise
+            return
+        for rel, reader in cfg.media.fetch(r for r, _s in to_copy):
+            check()
+            yield rel, media_mod.store_object(repo, reader, recipients)
+
+    def _copy(self):
+        cfg, repo, info = self.cfg, self.repo, self.info
+        t0 = time.monotonic()
+        base, entries, to_copy = plan_media(repo, cfg.media, cfg.media_rehash)
+        reused = len(entries)
+        copied_files = copied_bytes = new_objects = 0
+        media_recipients = cfg.recipients if info.get("media_encrypted") else None
+        if info.get("media_encrypted") and not media_recipients:
+            raise BackupError("this repository encrypts media: age recipients are required")
+        for rel, (sha, size, stored, new) in self._store(to_copy, media_recipients):
+            entries.append((rel, size, sha, stored))
+            copied_files += 1
+            copied_bytes += size
+            new_objects += int(new)
+        if copied_files != len(to_copy):
+            raise BackupError("media source returned %d of %d new files" % (copied_files, len(to_copy)))
+        idx_path = os.path.join(self.tmp, MEDIA_INDEX)
+        count = repo.write_media_index(idx_path, entries)
+        isha, isize = sha256_file(idx_path)
+        total_bytes = sum(e[1] for e in entries)
+        msecs = time.monotonic() - t0
+        manifest = {"source": cfg.media.describe(), "dirs": list(media_mod.MEDIA_DIRS), "files": count,
+                    "bytes": total_bytes, "base_set": base, "new_files": copied_files, "new_bytes": copied_bytes,
+                    "encrypted": bool(info.get("media_encrypted")), "index_sha256": isha,
+                    "started_after_dump_snapshot": True}
+        stats = {"files_total": count, "bytes_total": total_bytes, "files_copied": copied_files,
+                 "bytes_copied": copied_bytes, "files_reused": reused, "new_objects": new_objects,
+                 "base_set": base, "seconds": round(msecs, 3), "throughput_mb_s": _rate(copied_bytes, msecs)}
+        return {"size": isize, "sha256": isha}, manifest, stats
+
+
 def _previous_index(repo):
     sets = repo.list_sets()
     if not sets:
@@ -134,10 +239,11 @@ def _previous_index(repo):
 def plan_media(repo, source, rehash=False):
     """Split the source's files into (reused entries, files to copy)."""
     base, prev = _previous_index(repo) if repo.exists() else (None, {})
+    objects = repo.object_set() if prev else set()
     reused, to_copy = [], []
     for rel, size in source.scan():
         p = prev.get(rel)
-        if p and p[0] == size and not rehash and repo.has_object(p[1]):
+        if p and p[0] == size and not rehash and p[1] in objects:
             reused.append((rel, size, p[1], p[2]))
         else:
             to_copy.append((rel, size))
@@ -187,15 +293,23 @@ def backup(cfg):
                                       "source": pgf["source"], "database_size": pgf["database_size"]}
             manifest["synapse"]["schema_version"] = pgf["synapse_schema_version"]
 
-            # 1. database first, so every media ID it references is in the media copy that follows
+            # 1. database first: pg_dump takes its snapshot before it writes its first byte, so once that byte
+            #    has arrived every media ID the dump can reference has its file in the store (Synapse writes the
+            #    file before the row). Only then does the media copy start; it overlaps the rest of the dump.
             t0 = time.monotonic()
             db_name = _stored_name(DB_FILE, cfg.encrypted)
             db_path = os.path.join(tmp, db_name)
             stream = cfg.pg.dump()
+            media_job = None
             try:
+                first = stream.read(CHUNK)
+                if cfg.media is not None:
+                    media_job = _MediaJob(cfg, repo, info, tmp)
+                    if cfg.parallel:
+                        media_job.start()
                 with crypto.open_private(db_path) as out:
                     hw = HashingWriter(out)
-                    hr = HashingReader(stream)
+                    hr = HashingReader(_PrefixReader(first, stream))
                     if cfg.encrypted:
                         crypto.encrypt_stream(hr, hw, cfg.recipients)
                     else:
@@ -203,6 +317,8 @@ def backup(cfg):
                     out.flush()
             except BaseException:
                 stream.kill()
+                if media_job is not None:
+                    media_job.cancel()
                 raise
             stream.wait()
             if hr.size == 0:
@@ -215,34 +331,11 @@ def backup(cfg):
                                   "throughput_mb_s": _rate(hr.size, db_secs)}}
 
             # 2. media (incremental)
-            if cfg.media is not None:
-                t0 = time.monotonic()
-                base, entries, to_copy = plan_media(repo, cfg.media, cfg.media_rehash)
-                reused = len(entries)
-                copied_files = copied_bytes = new_objects = 0
-                media_recipients = cfg.recipients if info.get("media_encrypted") else None
-                if info.get("media_encrypted") and not media_recipients:
-                    raise BackupError("this repository encrypts media: age recipients are required")
-                for rel, reader in cfg.media.fetch(r for r, _s in to_copy):
-                    sha, size, stored, new = media_mod.store_object(repo, reader, media_recipients)
-                    entries.append((rel, size, sha, stored))
-                    copied_files += 1
-                    copied_bytes += size
-                    new_objects += int(new)
-                if copied_files != len(to_copy):
-                    raise BackupError("media source returned %d of %d new files" % (copied_files, len(to_copy)))
-                idx_path = os.path.join(tmp, MEDIA_INDEX)
-                count = repo.write_media_index(idx_path, entries)
-                isha, isize = sha256_file(idx_path)
-                files[MEDIA_INDEX] = {"size": isize, "sha256": isha}
-                total_bytes = sum(e[1] for e in entries)
-                msecs = time.monotonic() - t0
-                manifest["media"] = {"source": cfg.media.describe(), "dirs": list(media_mod.MEDIA_DIRS), "files": count,
-                                     "bytes": total_bytes, "base_set": base, "new_files": copied_files, "new_bytes": copied_bytes,
-                                     "encrypted": bool(info.get("media_encrypted")), "index_sha256": isha}
-                stats["media"] = {"files_total": count, "bytes_total": total_bytes, "files_copied": copied_files,
-                                  "bytes_copied": copied_bytes, "files_reused": reused, "new_objects": new_objects,
-                                  "base_set": base, "seconds": round(msecs, 3), "throughput_mb_s": _rate(copied_bytes, msecs)}
+            if media_job is not None:
+                if not cfg.parallel:
+                    media_job.run()
+                files_entry, manifest["media"], stats["media"] = media_job.result()
+                files[MEDIA_INDEX] = files_entry
 
             # 3. secrets
             bundle = {"kubernetes": [], "files": []}

@@ -32,7 +32,9 @@ import hashlib
 import json
 import os
 import re
+import itertools
 import shutil
+import threading
 import time
 
 FORMAT = "matrix.stack/backup"
@@ -41,6 +43,7 @@ COMPLETE = "COMPLETE"
 MEDIA_INDEX = "media.idx"
 SET_ID_RE = re.compile(r"^(\d{8}T\d{6}Z)(?:-(\d+))?$")
 CHUNK = 1024 * 1024
+_TMP_COUNTER = itertools.count()
 
 
 class BackupError(Exception):
@@ -345,7 +348,7 @@ class Repository:
 
     def object_tmp(self):
         os.makedirs(self.media_tmp, mode=0o700, exist_ok=True)
-        return os.path.join(self.media_tmp, "obj-%d-%d" % (os.getpid(), time.monotonic_ns()))
+        return os.path.join(self.media_tmp, "obj-%d-%d-%d" % (os.getpid(), threading.get_ident(), next(_TMP_COUNTER)))
 
     def place_object(self, tmp_path, sha):
         """Move a fully written temp object into place (no-op if it already exists)."""
@@ -358,6 +361,10 @@ class Repository:
             os.makedirs(d, mode=0o700, exist_ok=True)
         os.rename(tmp_path, dest)
         return True
+
+    def object_set(self):
+        """Names of all objects (one listdir per prefix directory instead of a stat per object)."""
+        return set(self.all_objects())
 
     def all_objects(self):
         if not os.path.isdir(self.media_dir):

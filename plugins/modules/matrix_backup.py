@@ -71,6 +71,8 @@ options:
     description:
       - The PostgreSQL database of Synapse, either reached directly (O(database.host)) with client binaries
         on the Ansible host, or inside the PostgreSQL pod (O(database.pod)) through the Kubernetes exec API.
+      - Without O(database.host) and O(database.pod) no database is dumped or restored (a restore then only puts
+        back media and secrets); O(database.pg_bin_dir) is still used by O(mode=verify).
     type: dict
     suboptions:
       name:
@@ -477,12 +479,12 @@ def build_config(module, p):
     if media.get("encrypt") and not recipients and p["mode"] == "backup":
         raise BackupError("media.encrypt needs encryption.recipients")
     pg = None
-    if p.get("database"):
+    if db.get("pod") or db.get("host"):
         if db.get("pod"):
             pg = pg_mod.PodPg(api, db["namespace"], db["pod"], db.get("container"), db["user"], db["name"],
                               owner=db.get("owner"), compress=db.get("compress"), timeout=p["exec_timeout"])
         else:
-            pg = pg_mod.DirectPg(db.get("host") or "127.0.0.1", db["port"], db["user"], db.get("password"), db["name"],
+            pg = pg_mod.DirectPg(db["host"], db["port"], db["user"], db.get("password"), db["name"],
                                  db["pg_bin_dir"], owner=db.get("owner"), compress=db.get("compress"))
     src = None
     if p.get("media"):
