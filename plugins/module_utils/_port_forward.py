@@ -13,8 +13,6 @@ Synapse Admin API never has to be exposed outside the cluster.
 The Kubernetes client is built by ``_kube.build_api_client`` (shared with the other modules).
 """
 
-from __future__ import annotations
-
 import select
 import socket
 import threading

@@ -13,19 +13,17 @@ Private module util (leading underscore): no API stability promise outside this 
   (``canonicalise_email``), and the compare/minimal-PUT logic (``UserManager``).
 """
 
-from __future__ import annotations
-
 import email.utils
 import hashlib
 import hmac
 import http.client
 import json
 import re
-import socket
 import ssl
 import time
 import urllib.parse
 
+ADMIN_V1_USERS = "/_synapse/admin/v1/users"
 ADMIN_V2_USERS = "/_synapse/admin/v2/users"
 ADMIN_V3_USERS = "/_synapse/admin/v3/users"
 REGISTER_PATH = "/_synapse/admin/v1/register"
@@ -439,8 +437,6 @@ class SynapseAdminClient(object):
                 status=403, errcode=resp.get("errcode"))
         return resp
 
-
-ADMIN_V1_USERS = "/_synapse/admin/v1/users"
 
 
 # --------------------------------------------------------------------------------------------
