@@ -165,6 +165,8 @@ def ansible_env(extra=None):
         "ANSIBLE_RETRY_FILES_ENABLED": "0",
         "ANSIBLE_LOCALHOST_WARNING": "0",
         "ANSIBLE_INVENTORY_UNPARSED_WARNING": "0",
+        # The modules run on the controller: use the venv's interpreter, not whatever discovery finds first.
+        "ANSIBLE_PYTHON_INTERPRETER": str(VENV_BIN / "python"),
         "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '')}",
     }
     env.update(extra or {})
