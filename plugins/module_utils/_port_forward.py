@@ -97,7 +97,7 @@ def _pump(sock_a, sock_b, stop):
     open_in = set(socks)
     try:
         while open_in and not stop.is_set():
-            readable, _, _ = select.select(list(open_in), [], [], 0.5)
+            readable = select.select(list(open_in), [], [], 0.5)[0]
             for sock in readable:
                 try:
                     data = sock.recv(PUMP_CHUNK)

@@ -379,8 +379,7 @@ class SynapseAdminClient(object):
                     query[key] = ("true" if value else "false") if isinstance(value, bool) else value
             body = self.request("GET", path, query=query)[1]
             pages += 1
-            for entry in body.get("users", []):
-                yield entry
+            yield from body.get("users", [])
             nxt = body.get("next_token")
             token = str(nxt) if nxt is not None and body.get("users") else None
             if pages > 1000000:  # pragma: no cover - bound the loop
@@ -436,7 +435,6 @@ class SynapseAdminClient(object):
                 "deactivated. Supply a valid admin_token instead." % (user, resp.get("errcode"), resp.get("error")),
                 status=403, errcode=resp.get("errcode"))
         return resp
-
 
 
 # --------------------------------------------------------------------------------------------

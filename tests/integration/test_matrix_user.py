@@ -112,7 +112,7 @@ def test_bootstrap_admin_with_shared_secret_then_login(play, synapse):
 
 
 def test_lifecycle_each_field(play, synapse, admin_token):
-    pw1, pw2, pw3, pw4 = (secrets.token_urlsafe(12) for _ in range(4))
+    pw1, pw2, pw3, pw4 = (secrets.token_urlsafe(12) for _i in range(4))
     uid = "@alice:users.test"
     ev = {"token": admin_token}
 
@@ -210,8 +210,8 @@ def test_check_mode_changes_nothing_and_diff(play, synapse, admin_token):
 
     res = play([
         task("change in check mode", mu(user="bob", displayname="Robert", admin=True, locked=True,
-                                          emails=["robert@example.org"], password="x-secret-x",
-                                          update_password="always")),
+                                        emails=["robert@example.org"], password="x-secret-x",
+                                        update_password="always")),
         task("create in check mode", mu(user="carol", displayname="Carol")),
         task("deactivate in check mode", mu(user="bob", state="deactivated")),
         task("erase in check mode", mu(user="bob", state="absent")),
@@ -295,8 +295,8 @@ def test_user_info_pagination_and_filters(play, synapse, admin_token):
     everything, admins, deactivated, active, by_name, no_guests, one, missing = res.tasks
     assert everything["total"] == 130 and everything["pages"] == 6
     assert len({u["name"] for u in everything["users"]}) == 130
-    assert sorted(u["name"] for u in admins["users"]) == ["@page000:users.test", "@page050:users.test",
-                                                           "@page100:users.test"]
+    assert sorted(u["name"] for u in admins["users"]) == [
+        "@page000:users.test", "@page050:users.test", "@page100:users.test"]
     assert [u["name"] for u in deactivated["users"]] == ["@page007:users.test"]
     assert active["total"] == 129
     assert sorted(u["name"] for u in by_name["users"]) == ["@page012:users.test"] + [

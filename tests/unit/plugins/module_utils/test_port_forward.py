@@ -95,7 +95,7 @@ class FakeApiServer:
     def _serve(self):
         while True:
             try:
-                conn, _ = self.sock.accept()
+                conn = self.sock.accept()[0]
             except OSError:
                 return
             threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
@@ -109,7 +109,7 @@ class FakeApiServer:
                 return
             head += chunk
         lines = head.split(b"\r\n\r\n", 1)[0].decode().split("\r\n")
-        _method, target, _ = lines[0].split(" ", 2)
+        target = lines[0].split(" ", 2)[1]
         headers = {k.lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:])}
         path = target.split("?")[0]
         if headers.get("upgrade", "").lower() == "websocket":
@@ -220,7 +220,7 @@ def test_forwarded_http_through_service(api, backend):
         assert url.startswith("http://127.0.0.1:")
         assert (fwd.pod, fwd.container_port) == ("synapse-1", 8008)  # the ready pod, named targetPort resolved
         client = sa.SynapseAdminClient(url, access_token="t")
-        for _ in range(5):
+        for _i in range(5):
             status, body = client.request("GET", "/_synapse/admin/v2/users")
             assert status == 200 and body["ok"] is True and len(body["pad"]) == 200000
         client.close()

@@ -186,8 +186,8 @@ def test_retry_after_parsing():
 
 def test_keep_alive_one_connection(server):
     server.default = (200, {"ok": True})
-    client, _ = client_for(server)
-    for _ in range(20):
+    client, _sleeps = client_for(server)
+    for _i in range(20):
         assert client.request("GET", "/x")[1] == {"ok": True}
     assert server.connections == 1
     assert all(r["headers"]["Authorization"] == "Bearer " + TOKEN for r in server.requests)
@@ -197,7 +197,7 @@ def test_reconnects_when_server_closes(server):
     server.default = (200, {"ok": True})
     server.close_after_each = True
     client, sleeps = client_for(server)
-    for _ in range(3):
+    for _i in range(3):
         client.request("GET", "/x")
     assert server.connections == 3 and sleeps == []
 
@@ -247,7 +247,7 @@ def test_gateway_errors_backoff(server, status):
 
 
 def test_backoff_is_capped(server):
-    client, _ = client_for(server, backoff=1, max_backoff=4)
+    client, _sleeps = client_for(server, backoff=1, max_backoff=4)
     assert [client._backoff(n) for n in range(1, 6)] == [1, 2, 4, 4, 4]
 
 
@@ -268,7 +268,7 @@ def test_timeout_is_a_connection_error(server):
         time.sleep(1.5)
         return (200, {})
     server.script = [slow]
-    client, _ = client_for(server, timeout=0.3, retries=0)
+    client, _sleeps = client_for(server, timeout=0.3, retries=0)
     with pytest.raises(sa.SynapseAdminError, match="timed out|TimeoutError"):
         client.request("GET", "/x")
 
@@ -293,7 +293,7 @@ def test_error_messages(server, status, body, message):
 
 def test_get_user_404_means_absent(server):
     server.script = [(404, {"errcode": "M_NOT_FOUND", "error": "User not found"})]
-    client, _ = client_for(server)
+    client, _sleeps = client_for(server)
     assert client.get_user("@a:b") is None
     assert server.requests[0]["path"] == "/_synapse/admin/v2/users/%40a%3Ab"
 
@@ -336,7 +336,7 @@ def test_tls_verification_error_is_clear(tmp_path):
 def test_register_shared_secret_flow(server):
     server.script = [(200, {"nonce": "abc"}),
                      (200, {"user_id": "@admin:ex.org", "access_token": "syt_x", "device_id": "D"})]
-    client, _ = client_for(server, access_token=None)
+    client, _sleeps = client_for(server, access_token=None)
     resp = client.register_shared_secret("s3cret", "admin", "pw", admin=True)
     assert resp["access_token"] == "syt_x"
     post = server.requests[1]
@@ -347,21 +347,21 @@ def test_register_shared_secret_flow(server):
 
 def test_register_user_in_use_returns_none(server):
     server.script = [(200, {"nonce": "abc"}), (400, {"errcode": "M_USER_IN_USE", "error": "User ID already taken."})]
-    client, _ = client_for(server, access_token=None)
+    client, _sleeps = client_for(server, access_token=None)
     assert client.register_shared_secret("s", "admin", "pw", admin=True) is None
 
 
 def test_register_disabled_message(server):
     server.script = [(200, {"nonce": "abc"}), (400, {"errcode": "M_UNKNOWN",
                                                      "error": "Shared secret registration is not enabled"})]
-    client, _ = client_for(server, access_token=None)
+    client, _sleeps = client_for(server, access_token=None)
     with pytest.raises(sa.SynapseAdminError, match="MAS"):
         client.register_shared_secret("s", "admin", "pw", admin=True)
 
 
 def test_login_wrong_password_message(server):
     server.script = [(403, {"errcode": "M_FORBIDDEN", "error": "Invalid username or password"})]
-    client, _ = client_for(server, access_token=None)
+    client, _sleeps = client_for(server, access_token=None)
     with pytest.raises(sa.SynapseAdminError, match="password is wrong or the account is deactivated"):
         client.login_password("admin", "pw")
 
@@ -370,7 +370,7 @@ def test_list_users_follows_next_token(server):
     server.script = [(200, {"users": [{"name": "@a:x"}, {"name": "@b:x"}], "total": 5, "next_token": "2"}),
                      (200, {"users": [{"name": "@c:x"}, {"name": "@d:x"}], "total": 5, "next_token": 4}),
                      (200, {"users": [{"name": "@e:x"}], "total": 5})]
-    client, _ = client_for(server)
+    client, _sleeps = client_for(server)
     names = [u["name"] for u in client.list_users(page_size=2, admins=True)]
     assert names == ["@a:x", "@b:x", "@c:x", "@d:x", "@e:x"]
     assert [r["path"] for r in server.requests] == [
@@ -416,16 +416,16 @@ def test_plan_no_change():
 
 def test_plan_minimal_body_keeps_phone_numbers():
     current = synapse_user(threepids=[{"medium": "email", "address": "a@x.org"}, {"medium": "msisdn", "address": "1"}])
-    ops, _, after = sa.plan_user(spec(displayname="B", emails=["b@x.org"]), current)
+    ops, _before, after = sa.plan_user(spec(displayname="B", emails=["b@x.org"]), current)
     assert ops == [("put", {"displayname": "B", "threepids": [{"medium": "msisdn", "address": "1"},
                                                               {"medium": "email", "address": "b@x.org"}]})]
     assert after["emails"] == ["b@x.org"]
 
 
 def test_plan_password_always_and_logout_devices():
-    ops, _, _ = sa.plan_user(spec(password="pw", update_password="always", logout_devices=False), synapse_user())
+    ops = sa.plan_user(spec(password="pw", update_password="always", logout_devices=False), synapse_user())[0]
     assert ops == [("put", {"password": "pw", "logout_devices": False})]
-    ops, _, _ = sa.plan_user(spec(password="pw", update_password="on_create"), synapse_user())
+    ops = sa.plan_user(spec(password="pw", update_password="on_create"), synapse_user())[0]
     assert ops == []
 
 
@@ -437,7 +437,7 @@ def test_plan_displayname_empty_equals_none():
 def test_plan_reactivation_needs_password():
     with pytest.raises(sa.UserSpecError, match="needs a new password"):
         sa.plan_user(spec(), synapse_user(deactivated=True))
-    ops, _, after = sa.plan_user(spec(password="pw"), synapse_user(deactivated=True, erased=True))
+    ops, _before, after = sa.plan_user(spec(password="pw"), synapse_user(deactivated=True, erased=True))
     assert ops == [("put", {"deactivated": False, "password": "pw"})]
     assert after["deactivated"] is False and after["erased"] is False
 
@@ -470,7 +470,7 @@ def test_manager_bulk_uses_list_and_get_for_emails(server):
     server.script = [(200, listing),
                      (200, synapse_user(name="@u0:x.org", displayname="U0",
                                         threepids=[{"medium": "email", "address": "u0@x.org"}]))]
-    client, _ = client_for(server)
+    client, _sleeps = client_for(server)
     manager = sa.UserManager(client, "x.org")
     specs = manager.resolve([spec(user="u%d" % i, displayname="U%d" % i) for i in range(6)])
     specs[0]["emails"] = ["U0@X.org"]
@@ -486,7 +486,7 @@ def test_manager_bulk_uses_list_and_get_for_emails(server):
 def test_manager_bulk_large_server_falls_back_to_get(server):
     server.script = [(200, {"users": [], "total": 10 ** 6, "next_token": "1000"})]
     server.default = (404, {"errcode": "M_NOT_FOUND", "error": "User not found"})
-    client, _ = client_for(server)
+    client, _sleeps = client_for(server)
     manager = sa.UserManager(client, "x.org", check_mode=True)
     specs = manager.resolve([spec(user="n%d" % i) for i in range(5)])
     manager.prefetch(specs)
@@ -497,7 +497,7 @@ def test_manager_bulk_large_server_falls_back_to_get(server):
 
 def test_manager_check_mode_sends_no_writes(server):
     server.default = (200, synapse_user(name="@a:x.org"))
-    client, _ = client_for(server)
+    client, _sleeps = client_for(server)
     manager = sa.UserManager(client, "x.org", check_mode=True, diff=True)
     for s in manager.resolve([spec(user="a", displayname="new", admin=True, locked=True)]):
         result = manager.ensure(s)
@@ -509,7 +509,7 @@ def test_manager_create_then_lock(server):
     created = synapse_user(name="@a:x.org")
     server.script = [(404, {"errcode": "M_NOT_FOUND", "error": "User not found"}), (201, created),
                      (200, dict(created, locked=True))]
-    client, _ = client_for(server)
+    client, _sleeps = client_for(server)
     manager = sa.UserManager(client, "x.org")
     result = manager.ensure(manager.resolve([spec(user="a", locked=True, password="pw")])[0])
     assert result["created"] and result["user"]["locked"] is True
