@@ -206,8 +206,8 @@ def main():
         for level in ("default", "1"):
             t0 = time.monotonic()
             z = [] if level == "default" else ["--compress=%s" % level]
-            subprocess.run([PG_BIN + "/pg_dump", "-Fc", *z, "-h", pg.host, "-p", str(pg.port), "-U", "postgres", "-f", os.devnull,
-                            dbname], check=True, env=env)
+            subprocess.run([PG_BIN + "/pg_dump", "-Fc", *z, "-h", pg.host, "-p", str(pg.port), "-U", "postgres",
+                            dbname], check=True, env=env, stdout=subprocess.DEVNULL)
             log("probe: pg_dump -Fc compression %s: %.1fs" % (level, time.monotonic() - t0))
 
         media = src / "media_store"

@@ -126,6 +126,19 @@ def _pg_facts(pg):
 # ---------------------------------------------------------------------------------------------
 # backup
 # ---------------------------------------------------------------------------------------------
+class _Digest:
+    def __init__(self, sha, size):
+        self.size = size
+        self._sha = sha
+
+    @property
+    def sha(self):
+        return self
+
+    def hexdigest(self):
+        return self._sha
+
+
 class _PrefixReader:
     def __init__(self, prefix, raw):
         self.prefix, self.raw = prefix, raw
@@ -148,6 +161,10 @@ class _MediaJob:
         self._result = None
         self._error = None
         self._cancel = threading.Event()
+
+    @property
+    def pending(self):
+        return self._thread is None and self._result is None and self._error is None
 
     def start(self):
         self._thread = threading.Thread(target=self.run, name="media-backup", daemon=True)
@@ -299,28 +316,39 @@ def backup(cfg):
             t0 = time.monotonic()
             db_name = _stored_name(DB_FILE, cfg.encrypted)
             db_path = os.path.join(tmp, db_name)
-            stream = cfg.pg.dump()
             media_job = None
-            try:
-                first = stream.read(CHUNK)
-                if cfg.media is not None:
-                    media_job = _MediaJob(cfg, repo, info, tmp)
-                    if cfg.parallel:
+            if cfg.media is not None:
+                media_job = _MediaJob(cfg, repo, info, tmp)
+            if not cfg.encrypted and cfg.pg.kind == "direct":
+                # pg_dump writes the file itself (no Python in the data path), hashed afterwards
+                try:
+                    cfg.pg.dump_to_file(db_path, on_first_byte=media_job.start if media_job and cfg.parallel else None)
+                except BaseException:
+                    if media_job is not None:
+                        media_job.cancel()
+                    raise
+                sha, size = sha256_file(db_path)
+                hr = hw = _Digest(sha, size)
+            else:
+                stream = cfg.pg.dump()
+                try:
+                    first = stream.read(CHUNK)
+                    if media_job is not None and cfg.parallel:
                         media_job.start()
-                with crypto.open_private(db_path) as out:
-                    hw = HashingWriter(out)
-                    hr = HashingReader(_PrefixReader(first, stream))
-                    if cfg.encrypted:
-                        crypto.encrypt_stream(hr, hw, cfg.recipients)
-                    else:
-                        crypto.copy_stream(hr, hw)
-                    out.flush()
-            except BaseException:
-                stream.kill()
-                if media_job is not None:
-                    media_job.cancel()
-                raise
-            stream.wait()
+                    with crypto.open_private(db_path) as out:
+                        hw = HashingWriter(out)
+                        hr = HashingReader(_PrefixReader(first, stream))
+                        if cfg.encrypted:
+                            crypto.encrypt_stream(hr, hw, cfg.recipients)
+                        else:
+                            crypto.copy_stream(hr, hw)
+                        out.flush()
+                except BaseException:
+                    stream.kill()
+                    if media_job is not None:
+                        media_job.cancel()
+                    raise
+                stream.wait()
             if hr.size == 0:
                 raise BackupError("pg_dump produced no output")
             db_secs = time.monotonic() - t0
@@ -332,7 +360,7 @@ def backup(cfg):
 
             # 2. media (incremental)
             if media_job is not None:
-                if not cfg.parallel:
+                if media_job.pending:          # sequential mode, or the dump finished before the first poll
                     media_job.run()
                 files_entry, manifest["media"], stats["media"] = media_job.result()
                 files[MEDIA_INDEX] = files_entry

@@ -18,6 +18,7 @@ import os
 import re
 import subprocess
 import tempfile
+import time
 
 from ansible_collections.matrix.stack.plugins.module_utils._backup_repo import BackupError
 
@@ -142,6 +143,36 @@ class DirectPg:
         args = dump_args(self.dbname, compress=self.compress)
         args[0] = self._bin("pg_dump")
         return _ProcStream(args, self._env(), "pg_dump")
+
+    def dump_to_file(self, path, on_first_byte=None, poll=0.01):
+        """pg_dump straight into a new 0600 file. on_first_byte() is called once the file is not empty
+        (pg_dump has taken its snapshot by then)."""
+        args = dump_args(self.dbname, compress=self.compress)
+        args[0] = self._bin("pg_dump")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as out, tempfile.TemporaryFile() as err:
+            try:
+                proc = subprocess.Popen(args, stdout=out, stderr=err, env=self._env())
+            except OSError as e:
+                raise BackupError("cannot run pg_dump: %s" % e.strerror) from e
+            try:
+                while on_first_byte is not None and proc.poll() is None:
+                    if os.fstat(out.fileno()).st_size > 0:
+                        on_first_byte()
+                        break
+                    time.sleep(poll)
+                rc = proc.wait()
+            except BaseException:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+                raise
+            err.seek(0)
+            msg = err.read().decode("utf-8", "replace").strip()
+            if rc != 0:
+                raise BackupError("pg_dump failed (rc=%d): %s" % (rc, msg[-2000:]))
+            out.flush()
+            os.fsync(out.fileno())
 
     def restore(self, path=None, reader=None, jobs=1):
         """Restore from a plain local file (parallel) or a stream."""
