@@ -356,6 +356,11 @@ def run(module):
 
     if not params["admin_token"] and not params["registration_shared_secret"]:
         module.fail_json(msg="One of admin_token or registration_shared_secret is required")
+    if not specs:
+        if not params["admin_token"]:
+            module.fail_json(msg="users is empty: there is no admin to bootstrap with registration_shared_secret")
+        module.exit_json(changed=False, results=[], summary=summary, bootstrapped=None,
+                         http={"requests": 0, "retries": []})
 
     conn = Connection(params)
     try:
@@ -379,10 +384,17 @@ def run(module):
                     module.exit_json(changed=True, summary=summary, bootstrapped=None,
                                      http={"requests": client.request_count, "retries": client.retry_log},
                                      **({"results": []} if bulk else {}))
+                if any(parse_user_id(spec["user"])[1] is not None for spec in specs):
+                    # Full user IDs: refuse those of another server before registering anything.
+                    server_name = params["server_name"] or client.server_name_from_keys()
+                    if not server_name:
+                        raise SynapseAdminError("Cannot discover the homeserver's server_name to check the full user "
+                                                "IDs before bootstrapping: set the server_name option")
+                    UserManager(client, server_name).resolve([dict(spec) for spec in specs])
                 how, registered_id = bootstrap(module, client, specs[0])
                 module.no_log_values.add(client.access_token)
                 result["bootstrapped"] = how
-                server_name = params["server_name"] or registered_id.split(":", 1)[1]
+                server_name = server_name or params["server_name"] or registered_id.split(":", 1)[1]
             elif server_name is None:
                 server_name = discover_server_name(client, params["server_name"])
             manager = UserManager(client, server_name, check_mode=module.check_mode, diff=module._diff,

@@ -193,3 +193,19 @@ def test_connection_errors_are_synapse_admin_errors():
     with pytest.raises(sa.SynapseAdminError):
         with sa.Connection({"homeserver_url": "gopher://x"}):
             pass
+
+
+def test_empty_users_list(server, capsys):
+    out = run_module(matrix_user, {"homeserver_url": server.url, "admin_token": TOKEN, "users": []}, capsys)
+    assert out["_rc"] == 0 and out["changed"] is False and out["results"] == []
+    out = run_module(matrix_user, {"homeserver_url": server.url, "registration_shared_secret": "unit-shared-secret", "users": []}, capsys)
+    assert out["_rc"] == 1 and "no admin to bootstrap" in out["msg"]
+    assert server.requests == []
+
+
+def test_bootstrap_refuses_other_server_before_registering(server, capsys):
+    server.script = [(200, {"server_name": "x.org", "verify_keys": {}})]
+    out = run_module(matrix_user, {"homeserver_url": server.url, "registration_shared_secret": "unit-shared-secret",
+                                   "user": "@root:elsewhere.org", "password": "pw-unit-2"}, capsys)
+    assert out["_rc"] == 1 and "belongs to server 'elsewhere.org'" in out["msg"]
+    assert [r["path"] for r in server.requests] == ["/_matrix/key/v2/server"]
