@@ -1,0 +1,318 @@
+"""Render mode: playbooks/site.yml writes manifests instead of applying them.
+
+The stack is rendered with four inventories (minimal, everything on, external PostgreSQL,
+SSO only) and every manifest is checked:
+- kubernetes-validate --strict against the oldest and newest Kubernetes we support,
+- checkov with the repository's .checkov.yml (0 failed checks),
+- our own invariants: PSS restricted fields, resources, common labels, no secret in any
+  ConfigMap, the admin API never routed, no secret value anywhere in the output.
+"""
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+VENV_BIN = REPO / ".work" / "venv" / "bin"
+CHECKOV = REPO / ".work" / "venv-checkov" / "bin" / "checkov"
+SITE = REPO / "playbooks" / "site.yml"
+INVENTORIES = ["minimal", "full", "external-postgres", "sso-only"]
+# Oldest and newest Kubernetes minor versions we support (docs/install.md).
+KUBE_VERSIONS = ["1.30.0", "1.34.0"]
+# CRD-backed kinds kubernetes-validate has no schema for.
+CRD_KINDS = {"ServiceMonitor"}
+COMMON_LABELS = ["app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/component",
+                 "app.kubernetes.io/part-of", "app.kubernetes.io/managed-by", "app.kubernetes.io/version"]
+WORKLOADS = {"Deployment", "StatefulSet"}
+# Inline secret settings that must never appear in a ConfigMap.
+SECRET_KEYS = re.compile(r"^\s*(macaroon_secret_key|registration_shared_secret|form_secret|turn_shared_secret|"
+                         r"smtp_pass|client_secret|password|worker_replication_secret|static-auth-secret)\s*[:=]",
+                         re.MULTILINE)
+
+pytestmark = pytest.mark.integration
+
+
+def render(run_playbook, inventory, out_dir, extra_vars=None):
+    result = run_playbook(SITE, inventory=REPO / "inventories" / "test" / inventory,
+                          extra_vars={"matrix_stack_render_dir": str(out_dir), **(extra_vars or {})})
+    assert result.rc == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    return result
+
+
+def load_dir(out_dir):
+    objects = []
+    for path in sorted(Path(out_dir).rglob("*.yaml")):
+        docs = [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+        assert len(docs) == 1, f"{path}: one object per file"
+        objects.append((path, docs[0]))
+    return objects
+
+
+@pytest.fixture(scope="module")
+def rendered(run_playbook, tmp_path_factory):
+    out = {}
+    for inventory in INVENTORIES:
+        out_dir = tmp_path_factory.mktemp(f"render-{inventory}")
+        # ServiceMonitors are rendered only on request in render mode (there is no cluster to ask).
+        extra = {"matrix_stack_servicemonitor": "always"} if inventory == "full" else {}
+        render(run_playbook, inventory, out_dir, extra)
+        out[inventory] = out_dir
+    return out
+
+
+@pytest.mark.parametrize("kube_version", KUBE_VERSIONS)
+@pytest.mark.parametrize("inventory", INVENTORIES)
+def test_kubernetes_validate_strict(rendered, inventory, kube_version):
+    files = [str(path) for path, obj in load_dir(rendered[inventory]) if obj["kind"] not in CRD_KINDS]
+    assert len(files) >= 15
+    proc = subprocess.run([str(VENV_BIN / "kubernetes-validate"), "--strict", "--quiet", "-k", kube_version, *files],
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_crd_objects_are_well_formed(rendered):
+    monitors = [obj for _, obj in load_dir(rendered["full"]) if obj["kind"] == "ServiceMonitor"]
+    assert {m["metadata"]["name"] for m in monitors} == {"chat-synapse", "chat-coturn"}
+    for monitor in monitors:
+        assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+        assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+
+
+def test_checkov_zero_failed(rendered):
+    dirs = []
+    for inventory in INVENTORIES:
+        dirs += ["-d", str(rendered[inventory])]
+    proc = subprocess.run([str(CHECKOV), "--config-file", str(REPO / ".checkov.yml"), *dirs],
+                          capture_output=True, text=True, cwd=REPO, check=False, timeout=600)
+    output = proc.stdout + proc.stderr
+    counts = re.findall(r"Passed checks: (\d+), Failed checks: (\d+)", output)
+    assert counts, output[-3000:]
+    assert all(int(failed) == 0 for _, failed in counts), output[-6000:]
+    assert sum(int(passed) for passed, _ in counts) > 100
+    assert proc.returncode == 0, output[-3000:]
+
+
+def test_checkov_skips_are_justified():
+    text = (REPO / ".checkov.yml").read_text()
+    config = yaml.safe_load(text)
+    for check in config["skip-check"]:
+        # The comment block right above each skipped check gives the reason.
+        block = text.split(f"- {check}")[0].rsplit("- CKV", 1)[-1]
+        assert f"# {check} " in block and len(block) > 120, f"{check} skipped without a reason"
+
+
+@pytest.mark.parametrize("inventory", INVENTORIES)
+def test_invariants(rendered, inventory):
+    objects = load_dir(rendered[inventory])
+    namespace = {"minimal": "matrix", "full": "matrix-full", "external-postgres": "matrix-extdb",
+                 "sso-only": "matrix-sso"}[inventory]
+    kinds = [obj["kind"] for _, obj in objects]
+    for path, obj in objects:
+        labels = obj["metadata"].get("labels", {})
+        missing = [label for label in COMMON_LABELS if label not in labels]
+        assert not missing, f"{path.name}: missing labels {missing}"
+        if obj["kind"] != "Namespace":
+            assert obj["metadata"]["namespace"] == namespace
+        if obj["kind"] in WORKLOADS:
+            check_pod(path, obj["spec"]["template"])
+        if obj["kind"] == "ConfigMap":
+            for key, value in obj["data"].items():
+                if key.endswith(".py"):
+                    continue  # program text, not configuration
+                assert not SECRET_KEYS.search(value), f"{path.name}: {key} carries an inline secret setting"
+        if obj["kind"] == "Ingress":
+            paths = [p["path"] for rule in obj["spec"]["rules"] for p in rule["http"]["paths"]]
+            assert not any(p.startswith("/_synapse/admin") or p in ("/", "/_synapse") for p in paths
+                           if obj["metadata"]["labels"]["app.kubernetes.io/name"] == "synapse"), paths
+            assert obj["spec"]["tls"], f"{path.name}: Ingress without TLS"
+    assert kinds.count("Namespace") == 1
+    ns = next(obj for _, obj in objects if obj["kind"] == "Namespace")
+    for mode in ("enforce", "audit", "warn"):
+        assert ns["metadata"]["labels"][f"pod-security.kubernetes.io/{mode}"] == "restricted"
+    if inventory == "external-postgres":
+        assert "StatefulSet" not in kinds
+        assert not any(obj["metadata"]["name"].endswith("-coturn") for _, obj in objects if obj["kind"] == "Deployment")
+    else:
+        assert "StatefulSet" in kinds
+    assert "Secret" not in kinds, "render mode must never write Secrets"
+    secrets_md = (Path(rendered[inventory]) / "SECRETS.md").read_text()
+    assert "signing.key" in secrets_md
+
+
+def check_pod(path, template):
+    spec = template["spec"]
+    pod_sc = spec["securityContext"]
+    assert pod_sc["runAsNonRoot"] is True, path.name
+    assert pod_sc["seccompProfile"]["type"] == "RuntimeDefault", path.name
+    assert spec["automountServiceAccountToken"] is False, path.name
+    for field in ("hostNetwork", "hostPID", "hostIPC"):
+        assert not spec.get(field), path.name
+    for volume in spec.get("volumes", []):
+        assert "hostPath" not in volume, path.name
+    for container in spec.get("initContainers", []) + spec["containers"]:
+        sc = container["securityContext"]
+        where = f"{path.name}:{container['name']}"
+        assert sc["allowPrivilegeEscalation"] is False, where
+        assert sc["capabilities"]["drop"] == ["ALL"], where
+        assert not sc["capabilities"].get("add"), where
+        assert sc["runAsNonRoot"] is True, where
+        assert sc["seccompProfile"]["type"] == "RuntimeDefault", where
+        assert sc["readOnlyRootFilesystem"] is True, where
+        assert not sc.get("privileged"), where
+        assert container["resources"]["requests"]["memory"], where
+        assert container["resources"]["requests"]["cpu"], where
+        assert container["resources"]["limits"]["memory"], where
+        assert not any(port.get("hostPort") for port in container.get("ports", [])), where
+        # No secret reaches a container through its command line or environment.
+        assert not any("valueFrom" in env and "secretKeyRef" in env["valueFrom"] for env in container.get("env", [])), where
+
+
+def test_synapse_ingress_paths_and_wellknown(rendered):
+    objects = {(obj["kind"], obj["metadata"]["name"]): obj for _, obj in load_dir(rendered["full"])}
+    ingress = objects[("Ingress", "chat-synapse")]
+    rule = ingress["spec"]["rules"][0]
+    assert rule["host"] == "matrix.example.test"
+    assert sorted(p["path"] for p in rule["http"]["paths"]) == ["/.well-known/matrix", "/_matrix", "/_synapse/client"]
+    assert ingress["metadata"]["annotations"]["cert-manager.io/cluster-issuer"] == "letsencrypt"
+    wellknown = objects[("Ingress", "chat-synapse-wellknown")]
+    assert wellknown["spec"]["rules"][0]["host"] == "example.test"
+    assert [p["path"] for p in wellknown["spec"]["rules"][0]["http"]["paths"]] == ["/.well-known/matrix"]
+    minimal = {(obj["kind"], obj["metadata"]["name"]) for _, obj in load_dir(rendered["minimal"])}
+    assert ("Ingress", "matrix-synapse-wellknown") not in minimal  # server name == public host
+
+
+def test_synapse_config_wiring(rendered):
+    objects = {(obj["kind"], obj["metadata"]["name"]): obj for _, obj in load_dir(rendered["full"])}
+    config = yaml.safe_load(objects[("ConfigMap", "chat-synapse")]["data"]["homeserver.yaml"])
+    assert config["server_name"] == "example.test"
+    assert config["public_baseurl"] == "https://matrix.example.test/"
+    assert config["turn_uris"] == ["turn:turn.example.test:30478?transport=udp",
+                                   "turn:turn.example.test:30478?transport=tcp",
+                                   "turns:turn.example.test:30479?transport=tcp"]
+    assert config["turn_shared_secret_path"].startswith("/secrets/turn/")
+    assert config["oidc_providers"][0]["client_secret_path"] == "/secrets/oidc/keycloak/client-secret"
+    assert "client_secret_secret_name" not in config["oidc_providers"][0]
+    for net in ("10.0.0.0/8", "169.254.0.0/16", "127.0.0.0/8", "fc00::/7", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10"):
+        assert net in config["url_preview_ip_range_blacklist"]
+        assert net in config["ip_range_blacklist"]
+    assert config["registrations_require_3pid"] == ["email"] and config["registration_requires_token"] is True
+    assert "email" not in config  # the email block (with smtp_pass) is composed in memory at start
+    deployment = objects[("Deployment", "chat-synapse")]
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--no-secrets-in-config" in args
+    assert deployment["spec"]["strategy"]["type"] == "Recreate"
+    probes = deployment["spec"]["template"]["spec"]["containers"][0]
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert probes[probe]["httpGet"]["path"] == "/health"
+    assert len(deployment["spec"]["template"]["metadata"]["annotations"]["matrix.stack/config-hash"]) == 64
+
+    sso = {(obj["kind"], obj["metadata"]["name"]): obj for _, obj in load_dir(rendered["sso-only"])}
+    sso_config = yaml.safe_load(sso[("ConfigMap", "matrix-synapse")]["data"]["homeserver.yaml"])
+    assert sso_config["password_config"]["enabled"] is False
+    assert sso_config["enable_registration"] is False
+    assert sso_config["oidc_providers"][0]["idp_id"] == "authentik"
+
+    ext = {(obj["kind"], obj["metadata"]["name"]): obj for _, obj in load_dir(rendered["external-postgres"])}
+    ext_config = yaml.safe_load(ext[("ConfigMap", "matrix-synapse")]["data"]["homeserver.yaml"])
+    expected = {"host": "10.20.0.5", "port": 5433, "dbname": "synapse_prod", "user": "synapse_app", "sslmode": "verify-full"}
+    assert {key: ext_config["database"]["args"].get(key) for key in expected} == expected
+    assert "turn_uris" not in ext_config
+    volumes = ext[("Deployment", "matrix-synapse")]["spec"]["template"]["spec"]["volumes"]
+    assert {"name": "db-secret", "secret": {"secretName": "external-db", "defaultMode": 0o440,
+                                            "items": [{"key": "password", "path": "password"}]}} in volumes
+
+
+def test_postgres_statefulset(rendered):
+    objects = {(obj["kind"], obj["metadata"]["name"]): obj for _, obj in load_dir(rendered["full"])}
+    sts = objects[("StatefulSet", "chat-postgres")]
+    container = sts["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"].startswith("docker.io/library/postgres:17")
+    args = dict(zip(container["args"][::2], container["args"][1::2]))
+    settings = dict(arg.split("=", 1) for flag, arg in zip(container["args"][::2], container["args"][1::2]))
+    assert set(args) == {"-c"}
+    # Tuned from the 2Gi memory limit.
+    assert settings["shared_buffers"] == "512MB"
+    assert settings["effective_cache_size"] == "1536MB"
+    assert settings["max_connections"] == "150"
+    assert settings["random_page_cost"] == "1.1"
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert "--locale=C" in env["POSTGRES_INITDB_ARGS"] and "--encoding=UTF8" in env["POSTGRES_INITDB_ARGS"]
+    assert "POSTGRES_PASSWORD" not in env and env["POSTGRES_PASSWORD_FILE"].startswith("/run/secrets/")
+    claim = sts["spec"]["volumeClaimTemplates"][0]["spec"]
+    assert claim["storageClassName"] == "standard" and claim["resources"]["requests"]["storage"] == "20Gi"
+    init = objects[("ConfigMap", "chat-postgres-init")]["data"]["10-create-synapse-database.sh"]
+    assert "LC_COLLATE 'C'" in init and "ENCODING 'UTF8'" in init and "TEMPLATE template0" in init
+    assert objects[("Service", "chat-postgres-headless")]["spec"]["clusterIP"] == "None"
+
+
+def test_coturn_config(rendered):
+    objects = {(obj["kind"], obj["metadata"]["name"]): obj for _, obj in load_dir(rendered["full"])}
+    conf = objects[("ConfigMap", "chat-coturn")]["data"]["turnserver.conf"]
+    assert "use-auth-secret" in conf and "static-auth-secret" not in conf
+    for denied in ("10.0.0.0-10.255.255.255", "127.0.0.0-127.255.255.255", "169.254.0.0-169.254.255.255",
+                   "172.16.0.0-172.31.255.255", "192.168.0.0-192.168.255.255", "100.64.0.0-100.127.255.255",
+                   "fc00::-fdff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", "fe80::-febf:ffff:ffff:ffff:ffff:ffff:ffff:ffff"):
+        assert f"denied-peer-ip={denied}\n" in conf
+    assert "external-ip=203.0.113.10" in conf and "realm=example.test" in conf
+    assert "min-port=31000" in conf and "max-port=31049" in conf and "cert=" in conf
+    service = objects[("Service", "chat-coturn")]
+    assert service["spec"]["type"] == "NodePort"
+    relay = [p for p in service["spec"]["ports"] if p["name"].startswith("relay-")]
+    assert len(relay) == 50 and all(p["nodePort"] == p["port"] for p in relay)
+    deployment = objects[("Deployment", "chat-coturn")]["spec"]["template"]["spec"]
+    argv = " ".join(deployment["containers"][0].get("command", []) + deployment["containers"][0].get("args", []))
+    assert "secret" not in argv
+    netpol = objects[("NetworkPolicy", "chat-coturn")]
+    relay_rule = [p for p in netpol["spec"]["ingress"][0]["ports"] if p.get("endPort")]
+    assert relay_rule == [{"protocol": "UDP", "port": 31000, "endPort": 31049}]
+
+
+def test_networkpolicies(rendered):
+    objects = {(obj["kind"], obj["metadata"]["name"]): obj for _, obj in load_dir(rendered["full"])}
+    deny = objects[("NetworkPolicy", "chat-default-deny")]["spec"]
+    assert deny == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
+    synapse = objects[("NetworkPolicy", "chat-synapse")]["spec"]
+    internet = [peer["ipBlock"] for rule in synapse["egress"] for peer in rule.get("to", []) if "ipBlock" in peer
+                and peer["ipBlock"]["cidr"] == "0.0.0.0/0"]
+    assert internet and "169.254.0.0/16" in internet[0]["except"] and "10.0.0.0/8" in internet[0]["except"]
+    assert any(rule.get("to") == [{"ipBlock": {"cidr": "10.10.0.25/32"}}] and rule["ports"] == [{"protocol": "TCP", "port": 587}]
+               for rule in synapse["egress"]), "SMTP egress"
+    assert any(rule["ports"] == [{"port": 443, "protocol": "TCP"}, {"port": 8443, "protocol": "TCP"}]
+               for rule in synapse["egress"] if "ports" in rule), "OIDC egress"
+    postgres = objects[("NetworkPolicy", "chat-postgres")]["spec"]
+    sources = postgres["ingress"][0]["from"]
+    assert {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "synapse", "app.kubernetes.io/instance": "chat"}}} in sources
+    assert len(sources) == 2  # Synapse and the backup jobs, nothing else
+    ext = {(obj["kind"], obj["metadata"]["name"]): obj for _, obj in load_dir(rendered["external-postgres"])}
+    ext_egress = ext[("NetworkPolicy", "matrix-synapse")]["spec"]["egress"]
+    assert {"to": [{"ipBlock": {"cidr": "10.20.0.5/32"}}], "ports": [{"protocol": "TCP", "port": 5433}]} in ext_egress
+
+
+def test_element_config(rendered):
+    objects = {(obj["kind"], obj["metadata"]["name"]): obj for _, obj in load_dir(rendered["full"])}
+    data = objects[("ConfigMap", "chat-element")]["data"]
+    config = yaml.safe_load(data["config.json"])
+    assert config["default_server_config"]["m.homeserver"] == {"base_url": "https://matrix.example.test/",
+                                                              "server_name": "example.test"}
+    assert config["default_theme"] == "custom-Example Dark"
+    assert config["setting_defaults"]["custom_themes"][0]["name"] == "Example Dark"
+    assert config["setting_defaults"]["breadcrumbs"] is True  # extra keys deep-merged
+    assert config["branding"]["auth_header_logo_url"] == "https://example.test/logo.svg"
+    assert config["room_directory"]["servers"] == ["example.test", "matrix.org"]
+    assert config["disable_guests"] is True
+    for header in ("X-Frame-Options", "X-Content-Type-Options", "Content-Security-Policy", "Referrer-Policy"):
+        assert f"add_header {header} " in data["default.conf"]
+
+
+def test_rerender_removes_stale_objects(run_playbook, tmp_path):
+    out = tmp_path / "out"
+    render(run_playbook, "minimal", out)
+    assert (out / "50-element").is_dir()
+    keep = out / "my-notes.yaml"
+    keep.write_text("not ours\n")
+    render(run_playbook, "minimal", out, {"matrix_stack_element_enabled": False})
+    assert not (out / "50-element").exists()
+    assert keep.exists(), "render mode must only remove what it wrote"
