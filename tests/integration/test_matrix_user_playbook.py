@@ -105,3 +105,15 @@ def test_users_playbook_needs_the_synapse_secret(kube_cluster, kube_namespace, r
     assert res.rc != 0
     assert "deploy the stack with site.yml first" in res.stdout
     assert read_secret(kube_cluster, ns, "mx-synapse-admin") is None
+
+
+def test_users_playbook_skipped_in_render_mode_and_when_off(run_playbook, tmp_path):
+    for extra in ({"matrix_stack_render_dir": str(tmp_path / "out")}, {"matrix_users_manage": False}):
+        inventory = tmp_path / "hosts.yml"
+        inventory.write_text(yaml.safe_dump({"matrix_stack": {"hosts": {"localhost": {
+            "ansible_connection": "local", "ansible_python_interpreter": sys.executable}}, "vars": dict({
+                "matrix_stack_namespace": "does-not-exist", "matrix_stack_kubeconfig": str(tmp_path / "missing"),
+                "matrix_users": [{"user": "x"}]}, **extra)}}))
+        res = run_playbook("playbooks/users.yml", inventory=inventory)
+        assert res.rc == 0, res.stdout[-3000:]
+        assert res.stats["localhost"]["changed"] == 0 and res.stats["localhost"]["ok"] == 0
