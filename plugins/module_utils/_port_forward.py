@@ -226,14 +226,25 @@ class PortForwarder(object):
                 return
             conn.settimeout(None)
             try:
-                _forward, remote = self.open_stream()
+                forward, remote = self.open_stream()
             except PortForwardError as exc:
                 self._errors.append(str(exc))
                 conn.close()
                 continue
-            thread = threading.Thread(target=_pump, args=(conn, remote, self._stop), daemon=True)
+            thread = threading.Thread(target=self._pump_and_check, args=(conn, remote, forward), daemon=True)
             thread.start()
             self._threads.append(thread)
+
+    def _pump_and_check(self, conn, remote, forward):
+        _pump(conn, remote, self._stop)
+        # The API server/kubelet reports failures (e.g. nothing listening on the pod port) on the
+        # port's error channel; keep them for the error message of the module.
+        try:
+            error = forward.error(self.container_port)
+        except (ValueError, AttributeError):
+            error = None
+        if error:
+            self._errors.append("pod %s/%s port %s: %s" % (self.namespace, self.pod, self.container_port, error.strip()))
 
     @property
     def errors(self):

@@ -771,6 +771,13 @@ class Connection(object):
             max_retry_wait=p.get("max_retry_wait") or 120)
         return self.client
 
+    def explain(self, exc):
+        """The error message, plus what the port-forward reported (if one was used)."""
+        msg = str(exc)
+        if self.forwarder is not None and self.forwarder.errors:
+            msg += " Port-forward: " + "; ".join(dict.fromkeys(self.forwarder.errors))
+        return msg
+
     def __exit__(self, *exc):
         if self.client is not None:
             self.client.close()

@@ -434,7 +434,7 @@ def run(module):
                 module.no_log_values.discard(client.access_token)
     except (SynapseAdminError, UserSpecError) as exc:
         http = {"requests": conn.client.request_count, "retries": conn.client.retry_log} if conn.client else {}
-        module.fail_json(msg=str(exc), summary=summary, changed=summary["changed"] > 0, http=http,
+        module.fail_json(msg=conn.explain(exc), summary=summary, changed=summary["changed"] > 0, http=http,
                          **({"results": results} if bulk else {}))
 
     result["summary"] = summary

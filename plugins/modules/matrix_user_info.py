@@ -165,8 +165,9 @@ def main():
     if params["page_size"] < 1:
         module.fail_json(msg="page_size must be at least 1")
     result = {"changed": False}
+    conn = Connection(params)
     try:
-        with Connection(params) as client:
+        with conn as client:
             if params["user"] is not None:
                 server_name = discover_server_name(client, params["server_name"])
                 user_id = make_user_id(params["user"], server_name)
@@ -185,7 +186,7 @@ def main():
     except UserIdError as exc:
         module.fail_json(msg=str(exc))
     except SynapseAdminError as exc:
-        module.fail_json(msg=str(exc))
+        module.fail_json(msg=conn.explain(exc))
     module.exit_json(**result)
 
 

@@ -15,6 +15,7 @@ import socket
 import struct
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -282,6 +283,10 @@ def test_error_channel_closes_the_connection(api):
         client = sa.SynapseAdminClient(url, access_token="t", retries=1, sleep=lambda s: None)
         with pytest.raises(sa.SynapseAdminError, match="Cannot reach the homeserver"):
             client.request("GET", "/x")
+        deadline = time.time() + 5
+        while not fwd.errors and time.time() < deadline:
+            time.sleep(0.05)
+        assert fwd.errors and "port 8008: an error occurred forwarding 8008 -> 8008: connection refused" in fwd.errors[0]
     finally:
         fwd.stop()
 
@@ -297,3 +302,19 @@ def test_kube_params_mapping():
                              "kube_validate_certs": False, "kube_ca_cert": "/ca"})
     assert mapped["host"] == "h" and mapped["api_key"] == "a" and mapped["validate_certs"] is False
     assert mapped["ca_cert"] == "/ca" and mapped["kubeconfig"] == "/k" and mapped["context"] == "c"
+
+
+def test_module_error_carries_the_port_forward_reason(api, capsys):
+    from ansible.module_utils.testing import patch_module_args  # pylint: disable=import-outside-toplevel
+    from ansible_collections.matrix.stack.plugins.modules import matrix_user  # pylint: disable=import-outside-toplevel
+    api.error_on_channel = "an error occurred forwarding 8008 -> 8008: dial tcp4 127.0.0.1:8008: connect: connection refused"
+    args = {"kube_host": "http://127.0.0.1:%d" % api.port, "kube_api_key": "k8s-unit-token", "kube_namespace": "matrix",
+            "kube_service": "synapse-main", "admin_token": "syt_unit_pf_token", "user": "alice", "retries": 1}
+    with patch_module_args(args):
+        with pytest.raises(SystemExit):
+            matrix_user.main()
+    out = json.loads(capsys.readouterr().out)
+    assert out["failed"] is True and out["changed"] is False
+    assert "Cannot reach the homeserver" in out["msg"]
+    assert "Port-forward: pod matrix/synapse-1 port 8008: an error occurred forwarding" in out["msg"]
+    assert "syt_unit_pf_token" not in json.dumps(out) and "k8s-unit-token" not in json.dumps(out)
