@@ -434,7 +434,9 @@ def run(module):
                 module.no_log_values.discard(client.access_token)
     except (SynapseAdminError, UserSpecError) as exc:
         http = {"requests": conn.client.request_count, "retries": conn.client.retry_log} if conn.client else {}
-        module.fail_json(msg=conn.explain(exc), summary=summary, changed=summary["changed"] > 0, http=http,
+        changed = summary["changed"] > 0 or result["bootstrapped"] == "registered"
+        module.fail_json(msg=conn.explain(exc), summary=summary, changed=changed, http=http,
+                         bootstrapped=result["bootstrapped"],
                          **({"results": results} if bulk else {}))
 
     result["summary"] = summary

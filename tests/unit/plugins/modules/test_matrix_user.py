@@ -209,3 +209,13 @@ def test_bootstrap_refuses_other_server_before_registering(server, capsys):
                                    "user": "@root:elsewhere.org", "password": "pw-unit-2"}, capsys)
     assert out["_rc"] == 1 and "belongs to server 'elsewhere.org'" in out["msg"]
     assert [r["path"] for r in server.requests] == ["/_matrix/key/v2/server"]
+
+
+def test_failure_after_registration_reports_changed(server, capsys):
+    registered = {"user_id": "@root:x.org", "access_token": "syt_fresh_token_2", "device_id": "D"}
+    server.script = [(200, {"nonce": "n"}), (200, registered),
+                     (403, {"errcode": "M_FORBIDDEN", "error": "You are not a server admin"})]
+    out = run_module(matrix_user, {"homeserver_url": server.url, "registration_shared_secret": "unit-shared-secret",
+                                   "user": "root", "password": "pw-unit-3"}, capsys)
+    assert out["_rc"] == 1 and out["changed"] is True and out["bootstrapped"] == "registered"
+    assert "syt_fresh_token_2" not in json.dumps(out)
