@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
+import subprocess
 import tarfile
 import tempfile
 
@@ -43,10 +45,32 @@ class LocalMedia:
         """Yield (rel_path, size) of every regular file in the backed-up directories (symlinks are skipped)."""
         if not os.path.isdir(self.path):
             raise BackupError("media store %s does not exist" % self.path)
-        for top in MEDIA_DIRS:
-            base = os.path.join(self.path, top)
-            if os.path.isdir(base):
-                yield from self._walk(base, top)
+        tops = [t for t in MEDIA_DIRS if os.path.isdir(os.path.join(self.path, t))]
+        if not tops:
+            return
+        if shutil.which("find"):
+            # GNU find lists ~20,000 directories an order of magnitude faster than a Python walk
+            yield from _parse_find(self._find(tops))
+            return
+        for top in tops:
+            yield from self._walk(os.path.join(self.path, top), top)
+
+    def _find(self, tops):
+        with tempfile.TemporaryFile() as err:
+            proc = subprocess.Popen(["find", *tops, "-type", "f", "-printf", "%s\\t%p\\0"], cwd=self.path,
+                                    stdout=subprocess.PIPE, stderr=err)
+            try:
+                while True:
+                    block = proc.stdout.read(CHUNK)
+                    if not block:
+                        break
+                    yield block
+            finally:
+                proc.stdout.close()
+                rc = proc.wait()
+            if rc != 0:
+                err.seek(0)
+                raise BackupError("listing the media store failed: %s" % err.read().decode("utf-8", "replace")[-1000:])
 
     def _walk(self, path, rel):
         with os.scandir(path) as it:
@@ -148,31 +172,43 @@ class PodMedia:
 
     def scan(self):
         ex = self._exec(["sh", "-c", self.SCAN, "sh", self.path])
-        pending = b""
-        while True:
-            block = ex.read()
-            if not block:
-                break
-            pending += block
-            *records, pending = pending.split(b"\0")
-            for rec in records:
-                size, rel = rec.decode("utf-8", "surrogateescape").split("\t", 1)
-                yield _safe_rel(rel), int(size)
+
+        def blocks():
+            while True:
+                block = ex.read()
+                if not block:
+                    break
+                yield block
+        yield from _parse_find(blocks())
         self._wait(ex)
 
+    ARGV_BUDGET = 96 * 1024
+
     def fetch(self, rels):
-        rels = list(rels)
-        if not rels:
-            return
-        payload = b"".join(r.encode("utf-8", "surrogateescape") + b"\0" for r in rels)
-        ex = self._exec(["tar", "-C", self.path, "--null", "-T", "-", "-cf", "-"], stdin=[payload])
+        """Stream the files as tar archives, in batches whose paths fit on the command line (no stdin needed, so
+        this works with API servers that cannot close an exec's stdin), unpacked and yielded one by one."""
+        batch, size = [], 0
+        for rel in rels:
+            batch.append(_safe_rel(rel))
+            size += len(rel.encode("utf-8", "surrogateescape")) + 1
+            if size >= self.ARGV_BUDGET:
+                yield from self._fetch_batch(batch)
+                batch, size = [], 0
+        if batch:
+            yield from self._fetch_batch(batch)
+
+    def _fetch_batch(self, rels):
+        ex = self._exec(["tar", "-C", self.path, "-cf", "-", "--"] + rels)
+        got = 0
         with tarfile.open(fileobj=ex, mode="r|") as tar:
             for member in tar:
                 if not member.isfile():
                     continue
-                f = tar.extractfile(member)
-                yield _safe_rel(member.name), f
+                got += 1
+                yield _safe_rel(member.name), tar.extractfile(member)
         self._wait(ex)
+        if got != len(rels):
+            raise BackupError("tar in %s returned %d of %d files" % (self.describe(), got, len(rels)))
 
     def restore(self, items, identities, encrypted, stats):
         from ansible_collections.matrix.stack.plugins.module_utils._backup_pg import _pipe_reader
@@ -206,6 +242,19 @@ class PodMedia:
         finally:
             src.close()
             src.join()
+
+
+def _parse_find(blocks):
+    """Parse NUL-separated "size<TAB>path" records (find -printf "%s\\t%p\\0")."""
+    pending = b""
+    for block in blocks:
+        pending += block
+        *records, pending = pending.split(b"\0")
+        for rec in records:
+            size, rel = rec.decode("utf-8", "surrogateescape").split("\t", 1)
+            yield _safe_rel(rel), int(size)
+    if pending:
+        raise BackupError("truncated media listing")
 
 
 class _HashSink:
