@@ -158,8 +158,8 @@ def test_backup_role_cronjob_passes_restricted_admission(kube_cluster, kube_name
         "tasks": [{"name": "include", "ansible.builtin.include_role": {"name": "matrix.stack.backup"}}]}]))
     ev = {"ansible_python_interpreter": PYTHON, "matrix_stack_namespace": ns, "matrix_stack_instance": "chat",
           "matrix_stack_kubeconfig": kube_cluster.kubeconfig, "synapse_server_name": "kube.test",
-          "matrix_backup_schedule_enabled": True, "matrix_backup_image": "example.invalid/matrix-backup:0.1.0",
-          "matrix_backup_age_recipients": ["age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"]}
+          "backup_schedule_enabled": True, "backup_image": "example.invalid/matrix-backup:0.1.0",
+          "backup_age_recipients": ["age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"]}
     # matrix_stack's defaults (labels, field manager) come from its role; include it for its vars only
     play.write_text(json.dumps([{
         "name": "backup role", "hosts": "localhost", "gather_facts": False,
