@@ -135,7 +135,10 @@ options:
     description:
       - Return the access token used by the task (the one obtained by bootstrapping, or O(admin_token)) as
         RV(access_token), to store it (for example with M(matrix.stack.matrix_secret)) and reuse it.
-      - The token is a secret; set C(no_log) on the task that asks for it.
+      - The token is a secret. The task result is then flagged C(no_log) (by the module's action plugin), so
+        Ansible hides the whole result in all output at every verbosity; the registered variable keeps the token.
+        Tasks that use it should set C(no_log) themselves (an option marked C(no_log), such as O(admin_token),
+        is masked anyway).
     type: bool
     default: false
 seealso:
@@ -249,7 +252,7 @@ token_rejected:
   returned: when that happened
   type: bool
 access_token:
-  description: The access token the task used. Secret.
+  description: The access token the task used. Secret; the whole task result is hidden like a C(no_log) task.
   returned: when O(return_access_token=true)
   type: str
 http:
