@@ -95,7 +95,7 @@ def size_plan(n_files, total_bytes, rnd):
 
 
 def media_id(rnd):
-    return "".join(rnd.choice("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ") for _ in range(24))
+    return "".join(rnd.choice("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ") for _i in range(24))
 
 
 def write_media(root, sizes, rnd, blob):
@@ -302,12 +302,11 @@ def main():
               % (media_files, full["stats"]["media"]["bytes_total"] / 2 ** 30, n_events, db_size / 1e6,
                  full["stats"]["database"]["bytes"] / 1e6))
         print("%-34s %9s %14s %12s" % ("method", "seconds", "peak src extra", "dest size"))
-        print("%-34s %9.1f %11.0f MB %9.0f MB" % ("old: pg_dump|gzip + tar czf + copy", o["seconds"], o["peak_source_extra"] / 1e6,
-                                                   o["dest_bytes"] / 1e6))
-        print("%-34s %9.1f %11.0f MB %9.0f MB" % ("matrix_backup full", f["seconds"], f["peak_source_extra"] / 1e6,
-                                                   f["dest_bytes"] / 1e6))
-        print("%-34s %9.1f %11.0f MB %12s" % ("matrix_backup incremental (+1 %)", i["seconds"], i["peak_source_extra"] / 1e6,
-                                               "+%.0f MB" % (i["stats"]["media"]["bytes_copied"] / 1e6)))
+        row = "%-34s %9.1f %11.0f MB %9.0f MB"
+        print(row % ("old: pg_dump|gzip + tar czf + copy", o["seconds"], o["peak_source_extra"] / 1e6, o["dest_bytes"] / 1e6))
+        print(row % ("matrix_backup full", f["seconds"], f["peak_source_extra"] / 1e6, f["dest_bytes"] / 1e6))
+        added = "+%.0f MB" % (i["stats"]["media"]["bytes_copied"] / 1e6)
+        print("%-34s %9.1f %11.0f MB %12s" % ("matrix_backup incremental (+1 %)", i["seconds"], i["peak_source_extra"] / 1e6, added))
         print("%-34s %9.1f" % ("matrix_backup verify", results["verify"]["seconds"]))
         print("%-34s %9.1f" % ("matrix_backup restore (db + media)", r["seconds"]))
         print()

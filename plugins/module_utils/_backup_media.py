@@ -308,7 +308,7 @@ def store_object(repo, reader, recipients):
             stored = sha
         new = repo.place_object(tmp, sha)
         if not new and recipients:
-            stored, _ = sha256_file(repo.object_path(sha))
+            stored = sha256_file(repo.object_path(sha))[0]
         return sha, size, stored, new
     except BaseException:
         if os.path.exists(tmp):

@@ -762,8 +762,8 @@ def prune(cfg):
         raise BackupError("prune needs at least one of keep_last, keep_daily, keep_weekly, keep_monthly")
     with repo.lock(exclusive=True, wait=cfg.lock_wait):
         sets = repo.list_sets()
-        kept, delete = retention.select([(s, set_id_time(s)) for s in sets], **{k: keep.get(k) or 0 for k in
-                                                                                 ("keep_last", "keep_daily", "keep_weekly", "keep_monthly")})
+        rules = {k: keep.get(k) or 0 for k in ("keep_last", "keep_daily", "keep_weekly", "keep_monthly")}
+        kept, delete = retention.select([(s, set_id_time(s)) for s in sets], **rules)
         incomplete = repo.incomplete_sets()
         refs = repo.referenced_objects([s for s in sets if s in kept])
         orphans = [o for o in repo.all_objects() if o not in refs]

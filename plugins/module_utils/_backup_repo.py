@@ -372,9 +372,7 @@ class Repository:
         for sub in os.listdir(self.media_dir):
             if len(sub) != 2:
                 continue
-            d = os.path.join(self.media_dir, sub)
-            for name in os.listdir(d):
-                yield name
+            yield from os.listdir(os.path.join(self.media_dir, sub))
 
     # -- media index ----------------------------------------------------------------------------
     @staticmethod

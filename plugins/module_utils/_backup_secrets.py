@@ -49,7 +49,8 @@ def collect_files(paths):
             st = os.stat(p)
         except OSError as e:
             raise BackupError("cannot read secret file %s: %s" % (p, e.strerror)) from e
-        out.append({"path": os.path.abspath(p), "mode": st.st_mode & 0o777, "uid": st.st_uid, "gid": st.st_gid, "content": base64.b64encode(content).decode("ascii")})
+        out.append({"path": os.path.abspath(p), "mode": st.st_mode & 0o777, "uid": st.st_uid, "gid": st.st_gid,
+                    "content": base64.b64encode(content).decode("ascii")})
     return out
 
 

@@ -28,7 +28,7 @@ description:
   - Encryption with age (one or more recipients) covers the dump, the secrets and the manifest, and the media
     when O(media.encrypt) is set.
 author:
-  - matrix.stack contributors
+  - matrix.stack contributors (!UNKNOWN)
 extends_documentation_fragment:
   - matrix.stack.kube_auth
 attributes:
@@ -425,7 +425,7 @@ def argument_spec():
             encrypt=dict(type="bool", default=False),
             rehash=dict(type="bool", default=False),
         ), required_by={"pod": "namespace"}),
-        secrets=dict(type="dict", options=dict(
+        secrets=dict(type="dict", no_log=False, options=dict(
             namespace=dict(type="str"),
             label_selector=dict(type="str", default="matrix.stack/secret=true"),
             files=dict(type="list", elements="path", default=[]),

@@ -111,9 +111,8 @@ class Backups:
     def run(self, mode, check=False, expect_ok=True, **over):
         self.n += 1
         result_file = self.tmp_path / ("result-%d.json" % self.n)
-        res = self.run_playbook(RUN, extra_vars={"mb_args": self.args(mode, **over), "mb_result_file": str(result_file),
-                                                            "ansible_python_interpreter": PYTHON},
-                                check=check)
+        extra_vars = {"mb_args": self.args(mode, **over), "mb_result_file": str(result_file), "ansible_python_interpreter": PYTHON}
+        res = self.run_playbook(RUN, extra_vars=extra_vars, check=check)
         assert res.rc == 0, res.stdout[-3000:] + res.stderr[-3000:]
         out = json.loads(result_file.read_text())
         if expect_ok:

@@ -24,7 +24,7 @@ def test_stream_roundtrip_and_hashes():
 
 
 def test_multiple_recipients_each_decrypt():
-    ids = [crypto.generate_identity() for _ in range(2)]
+    ids = [crypto.generate_identity() for _i in range(2)]
     blob = crypto.encrypt_bytes(b"payload", crypto.parse_recipients([p for _s, p in ids]))
     for secret, _public in ids:
         assert crypto.decrypt_bytes(blob, crypto.parse_identities([secret])) == b"payload"
@@ -32,7 +32,7 @@ def test_multiple_recipients_each_decrypt():
 
 def test_wrong_key_fails_clearly():
     _secret, public = crypto.generate_identity()
-    other, _ = crypto.generate_identity()
+    other = crypto.generate_identity()[0]
     blob = crypto.encrypt_bytes(b"payload", crypto.parse_recipients([public]))
     with pytest.raises(BackupError, match="wrong age identity"):
         crypto.decrypt_bytes(blob, crypto.parse_identities([other]), what="manifest")

@@ -43,7 +43,7 @@ def test_keep_last_and_newest_always_kept():
     sets = calendar(5)
     keep, delete = ret.select(sets, keep_last=2)
     assert sorted(keep) == [sets[3][0], sets[4][0]]
-    assert delete == [s for s, _ in sets[:3]]
+    assert delete == [s for s, _ts in sets[:3]]
     keep, delete = ret.select(sets, keep_monthly=0)
     assert list(keep) == [sets[-1][0]]
 
