@@ -179,7 +179,9 @@ def test_synapse_ingress_paths_and_wellknown(rendered):
     assert ingress["metadata"]["annotations"]["cert-manager.io/cluster-issuer"] == "letsencrypt"
     wellknown = objects[("Ingress", "chat-synapse-wellknown")]
     assert wellknown["spec"]["rules"][0]["host"] == "example.test"
-    assert [p["path"] for p in wellknown["spec"]["rules"][0]["http"]["paths"]] == ["/.well-known/matrix"]
+    # Synapse's /.well-known/matrix/server names <server name>:443, so federation and key APIs are routed there too.
+    assert [p["path"] for p in wellknown["spec"]["rules"][0]["http"]["paths"]] == [
+        "/.well-known/matrix", "/_matrix/federation", "/_matrix/key"]
     minimal = {(obj["kind"], obj["metadata"]["name"]) for _, obj in load_dir(rendered["minimal"])}
     assert ("Ingress", "matrix-synapse-wellknown") not in minimal  # server name == public host
 
