@@ -191,8 +191,10 @@ class DirectPg:
                     reader(proc.stdin)
                 except BrokenPipeError:
                     pass
-                except BackupError as e:
-                    feed_error = e
+                except Exception as e:  # pylint: disable=broad-except
+                    # a decryption error is ours to report; a write error after pg_restore died is not
+                    if isinstance(e, BackupError) or proc.poll() is None:
+                        feed_error = e if isinstance(e, BackupError) else BackupError("feeding pg_restore failed: %s" % e)
                 finally:
                     try:
                         proc.stdin.close()

@@ -542,6 +542,8 @@ def main():
     except OSError as e:
         module.fail_json(msg="%s: %s%s" % (mode, e.strerror or e, (" (%s)" % e.filename) if getattr(e, "filename", None) else ""),
                          errno=e.errno, exception=traceback.format_exc())
+    except Exception as e:  # pylint: disable=broad-except
+        module.fail_json(msg="%s failed: %s: %s" % (mode, type(e).__name__, e), exception=traceback.format_exc())
 
 
 if __name__ == "__main__":
