@@ -203,9 +203,9 @@ def translate_error(exc, action, what, namespace=None, host=None):
                 status=status, reason=reason)
         if status == 404:
             if details.get("kind") == "namespaces" or (namespace and message == 'namespaces "%s" not found' % namespace):
+                missing = namespace or details.get("name")
                 return KubeNamespaceNotFoundError(
-                    "namespace %r does not exist (needed to %s %s); create it first" % (namespace or details.get("name"),
-                                                                                         action, what),
+                    "namespace %r does not exist (needed to %s %s); create it first" % (missing, action, what),
                     status=status, reason=reason)
             return KubeNotFoundError("not found (404) while trying to %s %s: %s" % (action, what, message),
                                      status=status, reason=reason)

@@ -170,7 +170,7 @@ def check_length(name, ktype, length):
 
 def random_string(length, alphabet=ALNUM):
     """``length`` characters drawn uniformly from ``alphabet`` with the CSPRNG."""
-    return "".join(secrets.choice(alphabet) for _ in range(length))
+    return "".join(secrets.choice(alphabet) for _position in range(length))
 
 
 def generate_alnum(length=64):
@@ -194,7 +194,7 @@ def generate_password(length=32):
     if length < 4:
         raise SecretSpecError("a password needs at least 4 characters")
     classes = (string.ascii_lowercase, string.ascii_uppercase, string.digits, PASSWORD_SYMBOLS)
-    for _ in range(1000):
+    for _attempt in range(1000):
         candidate = random_string(length, PASSWORD_ALPHABET)
         if all(any(c in cls for c in candidate) for cls in classes):
             return candidate.encode("ascii")
@@ -214,7 +214,7 @@ def _b64_decode_unpadded(text):
 
 def generate_signing_key_version(taken=()):
     """A random key version such as ``a_x7Kq29Pb`` that is not in ``taken``."""
-    for _ in range(100):
+    for _attempt in range(100):
         version = SIGNING_KEY_VERSION_PREFIX + random_string(SIGNING_KEY_VERSION_RANDOM_CHARS)
         if version not in taken:
             return version

@@ -40,7 +40,7 @@ def stop_pid(pid, sig=signal.SIGTERM, timeout=30):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            finished, _ = os.waitpid(pid, os.WNOHANG)
+            finished = os.waitpid(pid, os.WNOHANG)[0]
         except ChildProcessError:
             finished = pid if not Path(f"/proc/{pid}").exists() else 0
         if finished:

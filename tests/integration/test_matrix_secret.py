@@ -135,7 +135,7 @@ def test_create_then_three_reruns_are_byte_identical(runner, kube_namespace, tmp
     supplied = tmp_path / "ldap.pw"
     supplied.write_bytes(b"from-a-file-9b1d2e\n")
     keys = KEYS + [{"name": "ldap_password", "value_from_file": str(supplied)}]
-    first, _ = runner.run(namespace=ns, name="synapse", keys=keys)
+    first, _output = runner.run(namespace=ns, name="synapse", keys=keys)
     assert first["changed"] is True and not first.get("failed"), first.get("msg")
     assert set(first["generated"]) == {"signing.key", "signing.key.old.yaml", "macaroon_secret_key", "form_secret",
                                        "encryption", "b64", "postgres_password", "mas.rsa", "mas.ec"}
@@ -160,8 +160,8 @@ def test_create_then_three_reruns_are_byte_identical(runner, kube_namespace, tmp
     assert data["smtp_password"] == b"smtp-operator-supplied-7f3a9c"
     assert data["ldap_password"] == b"from-a-file-9b1d2e\n"
 
-    for _ in range(3):
-        again, _ = runner.run(namespace=ns, name="synapse", keys=keys)
+    for _attempt in range(3):
+        again, _output = runner.run(namespace=ns, name="synapse", keys=keys)
         assert again["changed"] is False, again
         assert not again["generated"] and not again["rotated"] and not again["stored"] and not again["updated"]
         current = runner.secret(ns, "synapse")
@@ -174,7 +174,7 @@ def test_new_key_only_that_key_generated(runner, kube_namespace):
     ns = kube_namespace()
     runner.run(namespace=ns, name="s", keys=KEYS)
     before = data_of(runner.secret(ns, "s"))
-    result, _ = runner.run(namespace=ns, name="s", keys=KEYS + [{"name": "turn_shared_secret", "type": "alnum"}])
+    result, _output = runner.run(namespace=ns, name="s", keys=KEYS + [{"name": "turn_shared_secret", "type": "alnum"}])
     assert result["changed"] and result["generated"] == ["turn_shared_secret"]
     after = data_of(runner.secret(ns, "s"))
     assert set(after) - set(before) == {"turn_shared_secret"}
@@ -185,7 +185,7 @@ def test_rotate_changes_only_named_key(runner, kube_namespace):
     ns = kube_namespace()
     runner.run(namespace=ns, name="s", keys=KEYS)
     before = data_of(runner.secret(ns, "s"))
-    result, _ = runner.run(namespace=ns, name="s", keys=KEYS, rotate=["form_secret"])
+    result, _output = runner.run(namespace=ns, name="s", keys=KEYS, rotate=["form_secret"])
     assert result["changed"] and result["rotated"] == ["form_secret"]
     after = data_of(runner.secret(ns, "s"))
     assert {k for k in before if before[k] != after[k]} == {"form_secret"}
@@ -193,7 +193,7 @@ def test_rotate_changes_only_named_key(runner, kube_namespace):
 
     # the signing key: new key id, the old public key goes to signing.key.old.yaml
     old_public = result["public_keys"]["signing.key"]
-    rotated, _ = runner.run(namespace=ns, name="s", keys=KEYS, rotate=["signing.key"])
+    rotated, _output = runner.run(namespace=ns, name="s", keys=KEYS, rotate=["signing.key"])
     assert rotated["rotated"] == ["signing.key"] and rotated["updated"] == ["signing.key.old.yaml"]
     final = data_of(runner.secret(ns, "s"))
     assert {k for k in after if after[k] != final[k]} == {"signing.key", "signing.key.old.yaml"}
@@ -235,20 +235,20 @@ def test_foreign_secret_refused_then_adopted(runner, kube_namespace, kube_cluste
     kube_cluster.kubectl("create", "secret", "generic", "legacy", "-n", ns,
                          "--from-literal=macaroon_secret_key=hand-made-value-123456")
     before = runner.secret(ns, "legacy")
-    refused, _ = runner.run(namespace=ns, name="legacy", keys=KEYS, ignore_errors=True)
+    refused, _output = runner.run(namespace=ns, name="legacy", keys=KEYS, ignore_errors=True)
     assert refused["failed"] and "not managed by matrix.stack" in refused["msg"] and "adopt" in refused["msg"]
     assert runner.secret(ns, "legacy")["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
-    refused_delete, _ = runner.run(namespace=ns, name="legacy", state="absent", ignore_errors=True)
+    refused_delete, _output = runner.run(namespace=ns, name="legacy", state="absent", ignore_errors=True)
     assert refused_delete["failed"] and runner.secret(ns, "legacy") is not None
 
-    adopted, _ = runner.run(namespace=ns, name="legacy", keys=KEYS, adopt=True)
+    adopted, _output = runner.run(namespace=ns, name="legacy", keys=KEYS, adopt=True)
     assert adopted["changed"] and adopted["adopted"]
     assert "macaroon_secret_key" in adopted["kept"]
     after = runner.secret(ns, "legacy")
     assert data_of(after)["macaroon_secret_key"] == b"hand-made-value-123456"
     assert after["metadata"]["labels"] == OWNED
     # now owned: a plain run is a no-op, no adopt needed
-    again, _ = runner.run(namespace=ns, name="legacy", keys=KEYS)
+    again, _output = runner.run(namespace=ns, name="legacy", keys=KEYS)
     assert again["changed"] is False and again["adopted"] is False
 
 
@@ -276,7 +276,7 @@ def test_parallel_runs_agree_on_one_set_of_values(runner, kube_namespace):
         assert (result["public_keys"]["signing.key"]["key_id"], result["public_keys"]["signing.key"]["public_key"]) \
             == public
     assert sum(1 for r in results if r["generated"]) >= 1
-    again, _ = runner.run(namespace=ns, name="race", keys=keys)
+    again, _output = runner.run(namespace=ns, name="race", keys=keys)
     assert again["changed"] is False
 
 
@@ -298,9 +298,9 @@ def test_absent(runner, kube_namespace):
                               check=True)
     assert result.results["plays"][0]["tasks"][0]["hosts"]["localhost"]["changed"] is True
     assert runner.secret(ns, "s") is not None
-    deleted, _ = runner.run(namespace=ns, name="s", state="absent")
+    deleted, _output = runner.run(namespace=ns, name="s", state="absent")
     assert deleted["changed"] and deleted["deleted"] and runner.secret(ns, "s") is None
-    again, _ = runner.run(namespace=ns, name="s", state="absent")
+    again, _output = runner.run(namespace=ns, name="s", state="absent")
     assert again["changed"] is False
 
 
@@ -321,15 +321,15 @@ def test_return_values_are_hidden_but_usable(runner, kube_namespace):
 
 
 def test_errors_namespace_missing_unreachable_forbidden(runner, kube_namespace, kube_cluster, tmp_path):
-    missing, _ = runner.run(namespace="matrix-stack-no-such-ns", name="s", keys=KEYS[:2], ignore_errors=True)
+    missing, _output = runner.run(namespace="matrix-stack-no-such-ns", name="s", keys=KEYS[:2], ignore_errors=True)
     assert missing["failed"] and missing["kube_error"] == "namespace_not_found"
     assert "namespace 'matrix-stack-no-such-ns' does not exist" in missing["msg"]
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    unreachable, _ = runner.run(auth=False, host="https://127.0.0.1:%d" % port, api_key="x", validate_certs=False,
-                                namespace="ns", name="s", keys=KEYS[:2], ignore_errors=True)
+    unreachable, _output = runner.run(auth=False, host="https://127.0.0.1:%d" % port, api_key="x", validate_certs=False,
+                                      namespace="ns", name="s", keys=KEYS[:2], ignore_errors=True)
     assert unreachable["failed"] and unreachable["kube_error"] == "unreachable", unreachable["msg"]
     assert "unreachable" in unreachable["msg"]
 
@@ -341,14 +341,14 @@ def test_errors_namespace_missing_unreachable_forbidden(runner, kube_namespace, 
                          "--serviceaccount=%s:reader" % ns)
     token = kube_cluster.kubectl("create", "token", "reader", "-n", ns, "--duration=10m").stdout.strip()
     server, ca_path = kube_server_and_ca(kube_cluster, tmp_path)
-    forbidden, _ = runner.run(auth=False, host=server, api_key=token, ca_cert=ca_path, namespace=ns, name="s",
-                              keys=KEYS[:2], ignore_errors=True)
+    forbidden, _output = runner.run(auth=False, host=server, api_key=token, ca_cert=ca_path, namespace=ns, name="s",
+                                    keys=KEYS[:2], ignore_errors=True)
     assert forbidden["failed"] and forbidden["kube_error"] == "forbidden", forbidden["msg"]
     assert "not allowed to create Secret %s/s" % ns in forbidden["msg"] and "RBAC" in forbidden["msg"]
     assert runner.secret(ns, "s") is None
     # without the cluster CA, TLS verification fails with a hint instead of a traceback
-    untrusted, _ = runner.run(auth=False, host=server, api_key=token, namespace=ns, name="s", keys=KEYS[:2],
-                              ignore_errors=True)
+    untrusted, _output = runner.run(auth=False, host=server, api_key=token, namespace=ns, name="s", keys=KEYS[:2],
+                                    ignore_errors=True)
     assert untrusted["failed"] and untrusted["kube_error"] == "tls", untrusted["msg"]
     assert "ca_cert" in untrusted["msg"]
     # check mode is truthful about RBAC as well (server-side dry run)
@@ -358,8 +358,8 @@ def test_errors_namespace_missing_unreachable_forbidden(runner, kube_namespace, 
     assert checked.results["plays"][0]["tasks"][0]["hosts"]["localhost"]["kube_error"] == "forbidden"
     # the same identity can read everything it needs on an existing Secret: a no-op run succeeds
     runner.run(namespace=ns, name="s", keys=KEYS[:2])
-    readonly_noop, _ = runner.run(auth=False, host=server, api_key=token, ca_cert=ca_path, namespace=ns, name="s",
-                                  keys=KEYS[:2])
+    readonly_noop, _output = runner.run(auth=False, host=server, api_key=token, ca_cert=ca_path, namespace=ns, name="s",
+                                        keys=KEYS[:2])
     assert readonly_noop["changed"] is False and not readonly_noop.get("failed")
     for output in runner.outputs:
         assert token not in output
@@ -400,7 +400,7 @@ def test_vvv_never_prints_a_value(runner, kube_namespace, kube_cluster):
 def test_synapse_accepts_generated_signing_key(runner, kube_namespace, synapse_factory, tmp_path):
     ns = kube_namespace()
     keys = [{"name": "signing.key", "type": "signing_key"}]
-    result, _ = runner.run(namespace=ns, name="synapse", keys=keys)
+    result, _output = runner.run(namespace=ns, name="synapse", keys=keys)
     first = result["public_keys"]["signing.key"]
     data = data_of(runner.secret(ns, "synapse"))
     key_path = tmp_path / "signing.key"
@@ -415,7 +415,7 @@ def test_synapse_accepts_generated_signing_key(runner, kube_namespace, synapse_f
         synapse.stop()
 
     # rotate; Synapse serves the new key and, with the companion file as an extra config, the old one
-    rotated, _ = runner.run(namespace=ns, name="synapse", keys=keys, rotate=["signing.key"])
+    rotated, _output = runner.run(namespace=ns, name="synapse", keys=keys, rotate=["signing.key"])
     second = rotated["public_keys"]["signing.key"]
     data = data_of(runner.secret(ns, "synapse"))
     key_path.write_bytes(data["signing.key"])

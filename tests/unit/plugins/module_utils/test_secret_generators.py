@@ -35,7 +35,7 @@ def test_alnum_length_and_alphabet(length):
 
 
 def test_alnum_uses_whole_alphabet_and_values_differ():
-    values = {gen.generate_alnum(64) for _ in range(200)}
+    values = {gen.generate_alnum(64) for _attempt in range(200)}
     assert len(values) == 200
     assert set("".join(v.decode() for v in values)) == set(string.ascii_letters + string.digits)
 
@@ -57,7 +57,7 @@ def test_base64(nbytes):
 
 @pytest.mark.parametrize("length", [16, 32, 100])
 def test_password_classes_and_alphabet(length):
-    for _ in range(50):
+    for _attempt in range(50):
         value = gen.generate_password(length).decode()
         assert len(value) == length
         assert set(value) <= set(gen.PASSWORD_ALPHABET)
@@ -87,7 +87,7 @@ def test_signing_key_format():
 
 
 def test_1000_signing_keys_distinct_in_one_process():
-    lines = [gen.generate_signing_key().decode() for _ in range(1000)]
+    lines = [gen.generate_signing_key().decode() for _attempt in range(1000)]
     seeds = {line.split()[2] for line in lines}
     versions = {line.split()[1] for line in lines}
     assert len(seeds) == 1000
@@ -100,10 +100,10 @@ def test_1000_signing_keys_distinct_across_processes():
     script = (
         "import sys; sys.path.insert(0, %r)\n"
         "from ansible_collections.matrix.stack.plugins.module_utils import _secret_generators as g\n"
-        "print('\\n'.join(g.generate_signing_key().decode().split()[2] for _ in range(100)))\n" % str(COLLECTIONS)
+        "print('\\n'.join(g.generate_signing_key().decode().split()[2] for _attempt in range(100)))\n" % str(COLLECTIONS)
     )
     seeds = []
-    for _ in range(10):
+    for _attempt in range(10):
         out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60)
         seeds.extend(out.stdout.split())
     assert len(seeds) == 1000
@@ -112,7 +112,7 @@ def test_1000_signing_keys_distinct_across_processes():
 
 def test_signing_key_version_avoids_taken():
     taken = set()
-    for _ in range(50):
+    for _attempt in range(50):
         version = gen.generate_signing_key_version(taken)
         assert version not in taken
         taken.add(version)
@@ -130,7 +130,7 @@ def test_ed25519_public_key_rfc8032_vector(use_cryptography):
 
 
 def test_pure_python_ed25519_matches_cryptography():
-    for _ in range(20):
+    for _attempt in range(20):
         seed = gen.secrets.token_bytes(32)
         expected = ed25519.Ed25519PrivateKey.from_private_bytes(seed).public_key().public_bytes(
             serialization.Encoding.Raw, serialization.PublicFormat.Raw)
@@ -181,12 +181,12 @@ def test_old_signing_keys_document():
     assert parsed == {"old_signing_keys": {key_id: {"key": public, "expired_ts": 1700000000123}}}
     # a second retirement keeps the first entry and its timestamp
     second = gen.generate_signing_key(gen.versions_in_use(first, doc))
-    doc2, _ = gen.retire_signing_keys(doc, second, 1800000000000)
+    doc2, _unused = gen.retire_signing_keys(doc, second, 1800000000000)
     old = gen.parse_old_signing_keys(doc2)
     assert set(old) == {key_id, list(gen.signing_key_public_keys(second))[0]}
     assert old[key_id]["expired_ts"] == 1700000000123
     # retiring the same key again does not change the document
-    doc3, _ = gen.retire_signing_keys(doc2, second, 1900000000000)
+    doc3, _unused = gen.retire_signing_keys(doc2, second, 1900000000000)
     assert doc3 == doc2
     assert gen.versions_in_use(second, doc2) >= {key_id.split(":")[1]}
 

@@ -105,7 +105,7 @@ class FakeApi:
                     if api.on_request:
                         api.on_request(method)
                     if api.inject and api.inject[0][0] in (method, "*"):
-                        _, code, reason, message, details = api.inject.pop(0)
+                        code, reason, message, details = api.inject.pop(0)[1:]
                         return self._status(code, reason, message, details)
                     match = api.PATH.match(url.path)
                     if not match:
