@@ -115,3 +115,25 @@ def test_one_setting_changes_only_the_affected_objects_and_pods(stack):
     assert pods_after["element"] != pods_before["element"]
     for app in ("postgres", "synapse", "coturn"):
         assert pods_after[app] == pods_before[app], f"{app} pod was rolled"
+
+
+def test_uninstall_keeps_data_then_purge_needs_confirmation(stack, run_playbook):
+    kube, namespace = stack["kube"], stack["namespace"]
+    inventory_extra = {"matrix_stack_namespace": namespace, "matrix_stack_instance": "mol", "matrix_stack_hosts": "localhost",
+                       "ansible_python_interpreter": "{{ ansible_playbook_python }}"}
+    env = {"K8S_AUTH_KUBECONFIG": kube.kubeconfig}
+    uninstall = REPO / "playbooks" / "uninstall.yml"
+    result = run_playbook(uninstall, extra_vars=inventory_extra, env=env)
+    assert result.rc == 0, result.stdout[-3000:]
+    left = json.loads(kube.kubectl("get", KINDS, "-n", namespace, "-o", "json").stdout)["items"]
+    kinds = {item["kind"] for item in left if item["metadata"].get("labels", {}).get("app.kubernetes.io/instance") == "mol"}
+    assert kinds == {"PersistentVolumeClaim", "Secret"}, kinds
+
+    refused = run_playbook(uninstall, extra_vars={**inventory_extra, "matrix_stack_purge": True}, env=env)
+    assert refused.rc != 0 and "matrix_stack_purge_confirm" in refused.stdout
+    assert kube.kubectl("get", "namespace", namespace, check=False).returncode == 0
+
+    purged = run_playbook(uninstall, extra_vars={**inventory_extra, "matrix_stack_purge": True,
+                                                 "matrix_stack_purge_confirm": namespace}, env=env)
+    assert purged.rc == 0, purged.stdout[-3000:]
+    assert kube.kubectl("get", "namespace", namespace, check=False).returncode != 0
