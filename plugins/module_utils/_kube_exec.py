@@ -42,6 +42,20 @@ class ExecError(Exception):
         self.stderr = stderr
 
 
+def _handshake_message(exc):
+    """The API server's Status message from a failed websocket handshake, else the exception text."""
+    body = getattr(exc, "resp_body", None)
+    status = getattr(exc, "status_code", None)
+    if body:
+        try:
+            msg = json.loads(body.decode("utf-8", "replace") if isinstance(body, bytes) else body).get("message")
+            if msg:
+                return "%s (HTTP %s)" % (msg, status) if status else msg
+        except (ValueError, AttributeError):
+            pass
+    return str(exc)
+
+
 def exec_url(api_client, namespace, pod, command, container=None, stdin=False):
     query = [("stdout", "true"), ("stderr", "true"), ("stdin", "true" if stdin else "false"), ("tty", "false")]
     if container:
@@ -66,8 +80,8 @@ class PodExec:
         url = exec_url(api_client, namespace, pod, command, container, stdin is not None)
         try:
             self.sock = ws_client.create_websocket(api_client.configuration, url, headers)
-        except Exception as e:  # websocket handshake errors carry the HTTP status
-            raise ExecError("exec into %s/%s failed: %s" % (namespace, pod, e)) from e
+        except Exception as e:  # websocket handshake errors carry the HTTP status and the API's Status
+            raise ExecError("exec into %s/%s failed: %s" % (namespace, pod, _handshake_message(e))) from e
         self.sock.settimeout(timeout)
         self.protocol = self._negotiated()
         self.command = command

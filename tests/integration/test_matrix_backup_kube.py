@@ -150,7 +150,7 @@ def test_secrets_round_trip_and_scaling(kube_cluster, kube_namespace, run_playbo
     assert "database" not in r["stats"]
 
 
-def test_backup_role_cronjob_passes_restricted_admission(kube_cluster, kube_namespace, run_playbook, tmp_path):
+def test_backup_role_cronjob_and_its_job_playbook(kube_cluster, kube_namespace, run_playbook, tmp_path, postgres_server, small_db):
     ns = kube_namespace(restricted=True)
     play = tmp_path / "role.yml"
     play.write_text(json.dumps([{
@@ -183,6 +183,35 @@ def test_backup_role_cronjob_passes_restricted_admission(kube_cluster, kube_name
     cm = json.loads(kube_cluster.kubectl("get", "configmap", "-n", ns, "chat-backup", "-o", "json").stdout)
     job_cfg = json.loads(cm["data"]["job.json"])
     assert job_cfg["server_name"] == "kube.test" and job_cfg["retention"]["keep_daily"] == 7
+    assert job_cfg["database"]["host"] == "chat-postgres.%s.svc" % ns
+
+    # Run the job's playbook exactly as rendered into the ConfigMap (the image cannot run under kwok), with the
+    # database pointed at the test PostgreSQL and the Synapse pod on an exec-capable node.
+    job_cfg["dest"] = str(tmp_path / "pvc" / "repository")
+    job_cfg["database"].update(host=postgres_server.host, port=postgres_server.port, name=small_db)
+    media = tmp_path / "media_store"
+    (media / "local_content" / "ab" / "cd").mkdir(parents=True)
+    (media / "local_content" / "ab" / "cd" / "efgh").write_bytes(os.urandom(4000))
+    job_cfg["media_path"] = str(media)
+    job_cfg["allow_unencrypted_secrets"] = False
+    (tmp_path / "job.json").write_text(json.dumps(job_cfg))
+    (tmp_path / "backup.yml").write_text(cm["data"]["backup.yml"])
+    kube_cluster.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(
+        secret("chat-synapse", {"signing.key": "ed25519 a_x %s" % secrets.token_urlsafe(32)},
+               {"matrix.stack/secret": "true"})))
+    with exec_node(kube_cluster, ns, tmp_path, {"PATH": "/usr/bin:/bin"}) as node:
+        make_pod(kube_cluster, ns, "chat-synapse-0", node,
+                 labels={"app.kubernetes.io/name": "synapse", "app.kubernetes.io/instance": "chat"}, container="synapse")
+        env = {"MATRIX_BACKUP_JOB": str(tmp_path / "job.json"), "PGPASSWORD": postgres_server.password,
+               "K8S_AUTH_KUBECONFIG": kube_cluster.kubeconfig}
+        for _run in range(2):
+            res = run_playbook(tmp_path / "backup.yml", extra_vars={"ansible_python_interpreter": PYTHON}, env=env)
+            assert res.rc == 0, res.stdout[-4000:]
+    # two runs on the same day: keep_daily keeps the newest set of the day, the job's prune removed the first
+    sets = sorted(os.listdir(tmp_path / "pvc" / "repository" / "sets"))
+    assert len(sets) == 1 and all((tmp_path / "pvc" / "repository" / "sets" / s / "COMPLETE").exists() for s in sets)
+    assert (tmp_path / "pvc" / "repository" / "sets" / sets[-1] / "secrets.json.age").exists()
+    assert (tmp_path / "pvc" / "repository" / "sets" / sets[-1] / "media.idx").read_text().count("\n") == 1
 
 
 @contextlib.contextmanager
@@ -220,11 +249,11 @@ def exec_node(kube_cluster, namespace, tmp_path, envs):
         kube_cluster.kubectl("delete", "node", node, "--wait=false", check=False)
 
 
-def make_pod(kube_cluster, ns, name, node):
-    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": {
+def make_pod(kube_cluster, ns, name, node, labels=None, container="main"):
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": labels or {}}, "spec": {
         "nodeName": node, "tolerations": [{"key": "matrix.stack/test-exec", "operator": "Exists"}],
         "securityContext": {"runAsNonRoot": True, "runAsUser": 999, "seccompProfile": {"type": "RuntimeDefault"}},
-        "containers": [{"name": "main", "image": "example.invalid/none:1", "securityContext": {
+        "containers": [{"name": container, "image": "example.invalid/none:1", "securityContext": {
             "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}}]}}
     kube_cluster.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(pod))
     deadline = time.monotonic() + 90
