@@ -334,3 +334,47 @@ def test_pod_mode_backup_streams_through_exec(kube_cluster, kube_namespace, run_
         assert tree(target) == expected
     finally:
         postgres_server.drop_database(target_db)
+
+
+def test_backup_and_restore_playbooks(kube_cluster, kube_namespace, run_playbook, tmp_path, postgres_server, small_db):
+    """playbooks/backup.yml end to end against pods on the exec-capable node; restore.yml in check mode (plan)
+    and its secrets phase for real (the stdin-fed database/media restore into pods cannot run under kwok)."""
+    pyrage = pytest.importorskip("pyrage")
+    ns = kube_namespace(restricted=True)
+    signing = "ed25519 a_pb %s" % secrets.token_urlsafe(32)
+    kube_cluster.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(
+        secret("chat-synapse", {"signing.key": signing}, {"matrix.stack/secret": "true"})))
+    media = tmp_path / "media_store"
+    for i in range(5):
+        p = media / "local_content" / "aa" / ("%02d" % i) / "media"
+        p.parent.mkdir(parents=True)
+        p.write_bytes(os.urandom(2000 + i))
+    ident = pyrage.x25519.Identity.generate()
+    key = tmp_path / "age.key"
+    key.write_text(str(ident) + "\n")
+    envs = {"PATH": "/usr/lib/postgresql/15/bin:/usr/bin:/bin", "PGHOST": postgres_server.host,
+            "PGPORT": str(postgres_server.port), "PGPASSWORD": postgres_server.password}
+    ev = {"ansible_python_interpreter": PYTHON, "matrix_stack_hosts": "localhost", "matrix_stack_namespace": ns,
+          "matrix_stack_instance": "chat", "matrix_stack_kubeconfig": kube_cluster.kubeconfig,
+          "synapse_server_name": "play.test", "postgres_database": small_db, "backup_dest": str(tmp_path / "repo"),
+          "backup_age_recipients": [str(ident.to_public())], "backup_age_identity_file": str(key),
+          "backup_media_path": str(media), "backup_retention": {"keep_last": 3}}
+    with exec_node(kube_cluster, ns, tmp_path, envs) as node:
+        make_pod(kube_cluster, ns, "chat-postgres-0", node, container="postgres")
+        make_pod(kube_cluster, ns, "chat-synapse-0", node, container="synapse",
+                 labels={"app.kubernetes.io/name": "synapse", "app.kubernetes.io/instance": "chat"})
+        res = run_playbook(REPO / "playbooks" / "backup.yml", extra_vars=ev)
+        assert res.rc == 0, res.stdout[-4000:]
+        assert signing not in res.stdout
+        sets = os.listdir(tmp_path / "repo" / "sets")
+        assert len(sets) == 1
+        plan = run_playbook(REPO / "playbooks" / "restore.yml", extra_vars={**ev, "backup_force": True}, check=True)
+        assert plan.rc == 0, plan.stdout[-4000:]
+        assert "pg_restore db.dump.age" in plan.stdout and "scale Deployment" in plan.stdout
+        refused = run_playbook(REPO / "playbooks" / "restore.yml", extra_vars=ev, check=True)
+        assert refused.rc != 0 and "not empty" in refused.stdout
+    kube_cluster.kubectl("delete", "secret", "-n", ns, "chat-synapse")
+    res = run_playbook(REPO / "playbooks" / "restore.yml", extra_vars={**ev, "backup_restore_phase": "secrets"})
+    assert res.rc == 0, res.stdout[-4000:]
+    got = json.loads(kube_cluster.kubectl("get", "secret", "-n", ns, "chat-synapse", "-o", "json").stdout)
+    assert base64.b64decode(got["data"]["signing.key"]).decode() == signing
