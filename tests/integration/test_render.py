@@ -318,3 +318,12 @@ def test_rerender_removes_stale_objects(run_playbook, tmp_path):
     render(run_playbook, "minimal", out, {"matrix_stack_element_enabled": False})
     assert not (out / "50-element").exists()
     assert keep.exists(), "render mode must only remove what it wrote"
+
+
+def test_example_inventory_renders(run_playbook, tmp_path):
+    out = tmp_path / "example"
+    result = run_playbook(SITE, inventory=REPO / "inventories" / "example", extra_vars={"matrix_stack_render_dir": str(out)})
+    assert result.rc == 0, result.stdout[-3000:]
+    objects = {(obj["kind"], obj["metadata"]["name"]) for _, obj in load_dir(out)}
+    assert ("Ingress", "matrix-synapse-wellknown") in objects  # example.com delegates to matrix.example.com
+    assert ("StatefulSet", "matrix-postgres") in objects and ("Deployment", "matrix-coturn") in objects
