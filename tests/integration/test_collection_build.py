@@ -22,12 +22,13 @@ def test_build_install_and_ansible_doc(tmp_path):
     assert "meta/runtime.yml" in names and "roles/synapse/tasks/main.yml" in names
 
     collections = tmp_path / "collections"
+    # Only the fresh path is configured, so the repo's own link cannot count as "already installed".
+    env = ansible_env({"ANSIBLE_COLLECTIONS_PATH": str(collections)})
     # --no-deps: kubernetes.core comes from the `ansible` package on the default search path.
     subprocess.run([str(VENV_BIN / "ansible-galaxy"), "collection", "install", "--no-deps", "-p", str(collections),
-                    str(tarball)], check=True, capture_output=True, text=True)
+                    str(tarball)], env=env, check=True, capture_output=True, text=True)
     assert (collections / "ansible_collections" / "matrix" / "stack" / "MANIFEST.json").is_file()
 
-    env = ansible_env({"ANSIBLE_COLLECTIONS_PATH": str(collections)})
     listing = subprocess.run([str(VENV_BIN / "ansible-doc"), "-l", "matrix.stack"], env=env, check=True,
                              capture_output=True, text=True).stdout
     for module in MODULES:
