@@ -52,6 +52,10 @@ CASES = [
     ("namespace", {"matrix_stack_namespace": "Bad_NS"}, "matrix_stack_namespace", None),
     ("servicemonitor-choice", {"matrix_stack_servicemonitor": "sometimes"}, "matrix_stack_servicemonitor", "one of"),
     ("ingress-selector-empty", {"matrix_stack_ingress_namespace_selector": {}}, "networkpolicy_ingress_namespace_selector", None),
+    ("backup-without-api-egress", {"backup_schedule_enabled": True, "backup_image": "registry.test/backup:1",
+                                   "backup_allow_unencrypted_secrets": True}, "networkpolicy_kube_api_peers", None),
+    ("backup-without-image", {"backup_schedule_enabled": True, "backup_allow_unencrypted_secrets": True,
+                              "networkpolicy_kube_api_peers": [{"ipBlock": {"cidr": "10.0.0.1/32"}}]}, "backup_image", None),
     ("wait-timeout-type", {"matrix_stack_wait_timeout": "forever"}, "matrix_stack_wait_timeout", None),
 ]
 
