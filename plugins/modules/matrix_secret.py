@@ -26,16 +26,19 @@ extends_documentation_fragment:
   - matrix.stack.kube_auth
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details:
       - Nothing is written. When the Secret would change, the write is sent as a server-side dry run so that
         RBAC and validation errors show up in check mode too.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
     details:
       - The diff shows key B(names) and what happens to them (V(present), V(generated), V(rotated),
         V(stored), V(updated)) and the labels, never a value.
   action_group:
+    description: Use C(group/matrix.stack.matrix) in C(module_defaults) to set defaults for this module.
     support: full
     membership:
       - matrix.stack.matrix

@@ -74,7 +74,7 @@ def test_kubernetes_validate_strict(rendered, inventory, kube_version):
 
 
 def test_crd_objects_are_well_formed(rendered):
-    monitors = [obj for _, obj in load_dir(rendered["full"]) if obj["kind"] == "ServiceMonitor"]
+    monitors = [obj for _path, obj in load_dir(rendered["full"]) if obj["kind"] == "ServiceMonitor"]
     assert {m["metadata"]["name"] for m in monitors} == {"chat-synapse", "chat-coturn"}
     for monitor in monitors:
         assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
@@ -90,8 +90,8 @@ def test_checkov_zero_failed(rendered):
     output = proc.stdout + proc.stderr
     counts = re.findall(r"Passed checks: (\d+), Failed checks: (\d+)", output)
     assert counts, output[-3000:]
-    assert all(int(failed) == 0 for _, failed in counts), output[-6000:]
-    assert sum(int(passed) for passed, _ in counts) > 100
+    assert all(int(failed) == 0 for _passed, failed in counts), output[-6000:]
+    assert sum(int(passed) for passed, _failed in counts) > 100
     assert proc.returncode == 0, output[-3000:]
 
 
@@ -109,7 +109,7 @@ def test_invariants(rendered, inventory):
     objects = load_dir(rendered[inventory])
     namespace = {"minimal": "matrix", "full": "matrix-full", "external-postgres": "matrix-extdb",
                  "sso-only": "matrix-sso"}[inventory]
-    kinds = [obj["kind"] for _, obj in objects]
+    kinds = [obj["kind"] for _path, obj in objects]
     for path, obj in objects:
         labels = obj["metadata"].get("labels", {})
         missing = [label for label in COMMON_LABELS if label not in labels]
@@ -129,12 +129,12 @@ def test_invariants(rendered, inventory):
                            if obj["metadata"]["labels"]["app.kubernetes.io/name"] == "synapse"), paths
             assert obj["spec"]["tls"], f"{path.name}: Ingress without TLS"
     assert kinds.count("Namespace") == 1
-    ns = next(obj for _, obj in objects if obj["kind"] == "Namespace")
+    ns = next(obj for _path, obj in objects if obj["kind"] == "Namespace")
     for mode in ("enforce", "audit", "warn"):
         assert ns["metadata"]["labels"][f"pod-security.kubernetes.io/{mode}"] == "restricted"
     if inventory == "external-postgres":
         assert "StatefulSet" not in kinds
-        assert not any(obj["metadata"]["name"].endswith("-coturn") for _, obj in objects if obj["kind"] == "Deployment")
+        assert not any(obj["metadata"]["name"].endswith("-coturn") for _path, obj in objects if obj["kind"] == "Deployment")
     else:
         assert "StatefulSet" in kinds
     assert "Secret" not in kinds, "render mode must never write Secrets"
@@ -171,7 +171,7 @@ def check_pod(path, template):
 
 
 def test_synapse_ingress_paths_and_wellknown(rendered):
-    objects = {(obj["kind"], obj["metadata"]["name"]): obj for _, obj in load_dir(rendered["full"])}
+    objects = {(obj["kind"], obj["metadata"]["name"]): obj for _path, obj in load_dir(rendered["full"])}
     ingress = objects[("Ingress", "chat-synapse")]
     rule = ingress["spec"]["rules"][0]
     assert rule["host"] == "matrix.example.test"
@@ -182,12 +182,12 @@ def test_synapse_ingress_paths_and_wellknown(rendered):
     # Synapse's /.well-known/matrix/server names <server name>:443, so federation and key APIs are routed there too.
     assert [p["path"] for p in wellknown["spec"]["rules"][0]["http"]["paths"]] == [
         "/.well-known/matrix", "/_matrix/federation", "/_matrix/key"]
-    minimal = {(obj["kind"], obj["metadata"]["name"]) for _, obj in load_dir(rendered["minimal"])}
+    minimal = {(obj["kind"], obj["metadata"]["name"]) for _path, obj in load_dir(rendered["minimal"])}
     assert ("Ingress", "matrix-synapse-wellknown") not in minimal  # server name == public host
 
 
 def test_synapse_config_wiring(rendered):
-    objects = {(obj["kind"], obj["metadata"]["name"]): obj for _, obj in load_dir(rendered["full"])}
+    objects = {(obj["kind"], obj["metadata"]["name"]): obj for _path, obj in load_dir(rendered["full"])}
     config = yaml.safe_load(objects[("ConfigMap", "chat-synapse")]["data"]["homeserver.yaml"])
     assert config["server_name"] == "example.test"
     assert config["public_baseurl"] == "https://matrix.example.test/"
@@ -211,13 +211,13 @@ def test_synapse_config_wiring(rendered):
         assert probes[probe]["httpGet"]["path"] == "/health"
     assert len(deployment["spec"]["template"]["metadata"]["annotations"]["matrix.stack/config-hash"]) == 64
 
-    sso = {(obj["kind"], obj["metadata"]["name"]): obj for _, obj in load_dir(rendered["sso-only"])}
+    sso = {(obj["kind"], obj["metadata"]["name"]): obj for _path, obj in load_dir(rendered["sso-only"])}
     sso_config = yaml.safe_load(sso[("ConfigMap", "matrix-synapse")]["data"]["homeserver.yaml"])
     assert sso_config["password_config"]["enabled"] is False
     assert sso_config["enable_registration"] is False
     assert sso_config["oidc_providers"][0]["idp_id"] == "authentik"
 
-    ext = {(obj["kind"], obj["metadata"]["name"]): obj for _, obj in load_dir(rendered["external-postgres"])}
+    ext = {(obj["kind"], obj["metadata"]["name"]): obj for _path, obj in load_dir(rendered["external-postgres"])}
     ext_config = yaml.safe_load(ext[("ConfigMap", "matrix-synapse")]["data"]["homeserver.yaml"])
     expected = {"host": "10.20.0.5", "port": 5433, "dbname": "synapse_prod", "user": "synapse_app", "sslmode": "verify-full"}
     assert {key: ext_config["database"]["args"].get(key) for key in expected} == expected
@@ -228,7 +228,7 @@ def test_synapse_config_wiring(rendered):
 
 
 def test_postgres_statefulset(rendered):
-    objects = {(obj["kind"], obj["metadata"]["name"]): obj for _, obj in load_dir(rendered["full"])}
+    objects = {(obj["kind"], obj["metadata"]["name"]): obj for _path, obj in load_dir(rendered["full"])}
     sts = objects[("StatefulSet", "chat-postgres")]
     container = sts["spec"]["template"]["spec"]["containers"][0]
     assert container["image"].startswith("docker.io/library/postgres:17")
@@ -251,7 +251,7 @@ def test_postgres_statefulset(rendered):
 
 
 def test_coturn_config(rendered):
-    objects = {(obj["kind"], obj["metadata"]["name"]): obj for _, obj in load_dir(rendered["full"])}
+    objects = {(obj["kind"], obj["metadata"]["name"]): obj for _path, obj in load_dir(rendered["full"])}
     conf = objects[("ConfigMap", "chat-coturn")]["data"]["turnserver.conf"]
     assert "use-auth-secret" in conf and "static-auth-secret" not in conf
     for denied in ("10.0.0.0-10.255.255.255", "127.0.0.0-127.255.255.255", "169.254.0.0-169.254.255.255",
@@ -273,7 +273,7 @@ def test_coturn_config(rendered):
 
 
 def test_networkpolicies(rendered):
-    objects = {(obj["kind"], obj["metadata"]["name"]): obj for _, obj in load_dir(rendered["full"])}
+    objects = {(obj["kind"], obj["metadata"]["name"]): obj for _path, obj in load_dir(rendered["full"])}
     deny = objects[("NetworkPolicy", "chat-default-deny")]["spec"]
     assert deny == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
     synapse = objects[("NetworkPolicy", "chat-synapse")]["spec"]
@@ -288,17 +288,17 @@ def test_networkpolicies(rendered):
     sources = postgres["ingress"][0]["from"]
     assert {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "synapse", "app.kubernetes.io/instance": "chat"}}} in sources
     assert len(sources) == 2  # Synapse and the backup jobs, nothing else
-    ext = {(obj["kind"], obj["metadata"]["name"]): obj for _, obj in load_dir(rendered["external-postgres"])}
+    ext = {(obj["kind"], obj["metadata"]["name"]): obj for _path, obj in load_dir(rendered["external-postgres"])}
     ext_egress = ext[("NetworkPolicy", "matrix-synapse")]["spec"]["egress"]
     assert {"to": [{"ipBlock": {"cidr": "10.20.0.5/32"}}], "ports": [{"protocol": "TCP", "port": 5433}]} in ext_egress
 
 
 def test_element_config(rendered):
-    objects = {(obj["kind"], obj["metadata"]["name"]): obj for _, obj in load_dir(rendered["full"])}
+    objects = {(obj["kind"], obj["metadata"]["name"]): obj for _path, obj in load_dir(rendered["full"])}
     data = objects[("ConfigMap", "chat-element")]["data"]
     config = yaml.safe_load(data["config.json"])
-    assert config["default_server_config"]["m.homeserver"] == {"base_url": "https://matrix.example.test/",
-                                                              "server_name": "example.test"}
+    expected_homeserver = {"base_url": "https://matrix.example.test/", "server_name": "example.test"}
+    assert config["default_server_config"]["m.homeserver"] == expected_homeserver
     assert config["default_theme"] == "custom-Example Dark"
     assert config["setting_defaults"]["custom_themes"][0]["name"] == "Example Dark"
     assert config["setting_defaults"]["breadcrumbs"] is True  # extra keys deep-merged
@@ -324,6 +324,6 @@ def test_example_inventory_renders(run_playbook, tmp_path):
     out = tmp_path / "example"
     result = run_playbook(SITE, inventory=REPO / "inventories" / "example", extra_vars={"matrix_stack_render_dir": str(out)})
     assert result.rc == 0, result.stdout[-3000:]
-    objects = {(obj["kind"], obj["metadata"]["name"]) for _, obj in load_dir(out)}
+    objects = {(obj["kind"], obj["metadata"]["name"]) for _path, obj in load_dir(out)}
     assert ("Ingress", "matrix-synapse-wellknown") in objects  # example.com delegates to matrix.example.com
     assert ("StatefulSet", "matrix-postgres") in objects and ("Deployment", "matrix-coturn") in objects

@@ -82,7 +82,7 @@ class Pod:
 
     def local(self, value):
         if "=" in value and not value.startswith("/"):  # --inject dotted.key=/path
-            key, _, path = value.partition("=")
+            key, _sep, path = value.partition("=")
             return f"{key}={self.local(path)}"
         for mount, local in self.mounts.items():
             if value == mount or value.startswith(mount + "/"):

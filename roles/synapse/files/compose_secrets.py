@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/env python
 """Compose the secret-bearing files Synapse needs, in memory, at pod start.
 
 Synapse reads most secrets from files (``*_path`` options), but two cannot be given
@@ -55,7 +55,7 @@ def main(argv=None):
         with open(args.fragment[0], encoding="utf-8") as handle:
             config = yaml.safe_load(handle) or {}
         for item in args.inject:
-            dotted, _, path = item.partition("=")
+            dotted, _sep, path = item.partition("=")
             if not dotted or not path:
                 sys.exit(f"compose_secrets: bad --inject {item!r}")
             node = config
