@@ -104,6 +104,9 @@ def test_checkov_skips_are_justified():
         assert f"# {check} " in block and len(block) > 120, f"{check} skipped without a reason"
 
 
+LABEL_VALUE = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?")
+
+
 @pytest.mark.parametrize("inventory", INVENTORIES)
 def test_invariants(rendered, inventory):
     objects = load_dir(rendered[inventory])
@@ -114,6 +117,9 @@ def test_invariants(rendered, inventory):
         labels = obj["metadata"].get("labels", {})
         missing = [label for label in COMMON_LABELS if label not in labels]
         assert not missing, f"{path.name}: missing labels {missing}"
+        # The API server's label value syntax; kubernetes-validate does not check it.
+        bad = {key: value for key, value in labels.items() if len(value) > 63 or not LABEL_VALUE.fullmatch(value)}
+        assert not bad, f"{path.name}: invalid label values {bad}"
         if obj["kind"] != "Namespace":
             assert obj["metadata"]["namespace"] == namespace
         if obj["kind"] in WORKLOADS:
