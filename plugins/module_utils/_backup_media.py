@@ -19,7 +19,8 @@ import subprocess
 import tarfile
 import tempfile
 
-from ansible_collections.matrix.stack.plugins.module_utils._backup_repo import BackupError, CHUNK, sha256_file, syncfs
+from ansible_collections.matrix.stack.plugins.module_utils._backup_repo import (
+    BackupError, CHUNK, HashingReader, HashingWriter, sha256_file, syncfs)
 from ansible_collections.matrix.stack.plugins.module_utils import _backup_crypto as crypto
 
 MEDIA_DIRS = ("local_content", "local_thumbnails")
@@ -114,7 +115,7 @@ class LocalMedia:
             fd, tmp = tempfile.mkstemp(dir=os.path.dirname(dest), prefix=".restore-")
             try:
                 with os.fdopen(fd, "wb") as out:
-                    h = _HashSink(out)
+                    h = HashingWriter(out)
                     with open(obj, "rb") as src:
                         if encrypted:
                             crypto.decrypt_stream(src, h, identities, what="media object %s" % sha[:12])
@@ -223,7 +224,7 @@ class PodMedia:
                     info.size = size
                     info.mode = 0o644
                     with tempfile.SpooledTemporaryFile(max_size=8 << 20) as spool, open(obj, "rb") as src:
-                        h = _HashSink(spool)
+                        h = HashingWriter(spool)
                         if encrypted:
                             crypto.decrypt_stream(src, h, identities, what="media object %s" % sha[:12])
                         else:
@@ -257,29 +258,6 @@ def _parse_find(blocks):
         raise BackupError("truncated media listing")
 
 
-class _HashSink:
-    def __init__(self, raw):
-        self.raw = raw
-        self.sha = hashlib.sha256()
-        self.size = 0
-
-    def write(self, data):
-        self.sha.update(data)
-        self.size += len(data)
-        self.raw.write(data)
-        return len(data)
-
-    def flush(self):
-        pass
-
-    def writable(self):
-        return True
-
-    @property
-    def closed(self):
-        return False
-
-
 def store_object(repo, reader, recipients):
     """Copy one media file into the object store. Returns (sha, size, stored_sha, new)."""
     tmp = repo.object_tmp()
@@ -288,7 +266,6 @@ def store_object(repo, reader, recipients):
     try:
         with open(tmp, "wb") as out:
             if recipients:
-                from ansible_collections.matrix.stack.plugins.module_utils._backup_repo import HashingReader, HashingWriter
                 hr = HashingReader(reader)
                 hw = HashingWriter(out)
                 crypto.encrypt_stream(hr, hw, recipients)

@@ -407,34 +407,21 @@ def backup(cfg):
 # ---------------------------------------------------------------------------------------------
 # verify
 # ---------------------------------------------------------------------------------------------
-class _TeeToPipe:
+class _TeeToPipe(HashingWriter):
     """Writer that hashes everything and forwards it to a pipe until the reader goes away."""
-
-    def __init__(self, pipe):
-        import hashlib
-        self.pipe = pipe
-        self.sha = hashlib.sha256()
-        self.size = 0
 
     def write(self, data):
         self.sha.update(data)
         self.size += len(data)
-        if self.pipe is not None:
+        if self.raw is not None:
             try:
-                self.pipe.write(data)
+                self.raw.write(data)
             except (BrokenPipeError, ValueError, OSError):
-                self.pipe = None
+                self.raw = None
         return len(data)
 
     def flush(self):
         pass
-
-    def writable(self):
-        return True
-
-    @property
-    def closed(self):
-        return False
 
 
 def load_manifest(repo, set_id, identities):

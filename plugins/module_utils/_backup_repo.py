@@ -126,7 +126,8 @@ class HashingWriter:
     def write(self, data):
         self.sha.update(data)
         self.size += len(data)
-        return self.raw.write(data)
+        self.raw.write(data)
+        return len(data)
 
     def flush(self):
         self.raw.flush()
