@@ -702,11 +702,11 @@ def restore(cfg):
                 def feed(pipe):
                     with open(dbp, "rb") as f:
                         crypto.decrypt_stream(f, pipe, cfg.identities, what="database dump")
-                pg.restore(reader=feed, jobs=1)
+                pg.restore(db["size"], reader=feed, jobs=1)
                 jobs = 1
             else:
                 jobs = cfg.jobs if pg.kind == "direct" else 1
-                pg.restore(path=dbp, jobs=jobs)
+                pg.restore(db["size"], path=dbp, jobs=jobs)
             pg.psql("TRUNCATE e2e_one_time_keys_json", dbname=pg.dbname)
             secs = time.monotonic() - t0
             stats["database"] = {"bytes": db["size"], "seconds": round(secs, 3), "jobs": jobs,

@@ -174,8 +174,9 @@ class DirectPg:
             out.flush()
             os.fsync(out.fileno())
 
-    def restore(self, path=None, reader=None, jobs=1):
-        """Restore from a plain local file (parallel) or a stream."""
+    def restore(self, size, path=None, reader=None, jobs=1):
+        """Restore from a plain local file (parallel) or a stream (a local pipe needs no size: it closes)."""
+        del size
         role = self.owner if self.owner != self.user else None
         args = restore_args(self.dbname, role=role, jobs=jobs, path=path)
         args[0] = self._bin("pg_restore")
@@ -223,11 +224,11 @@ class PodPg:
         self.compress = compress
         self.timeout = timeout
 
-    def _exec(self, command, stdin=None):
+    def _exec(self, command, stdin=None, stdin_size=None):
         from ansible_collections.matrix.stack.plugins.module_utils import _kube_exec
         try:
             return _kube_exec.PodExec(self.api_client, self.namespace, self.pod, command, container=self.container,
-                                      stdin=stdin, timeout=self.timeout)
+                                      stdin=stdin, stdin_size=stdin_size, timeout=self.timeout)
         except _kube_exec.ExecError as e:
             raise BackupError(str(e)) from e
 
@@ -275,8 +276,9 @@ class PodPg:
                 return ex.stderr
         return _Stream()
 
-    def restore(self, path=None, reader=None, jobs=1):
-        """Stream the dump into pg_restore's stdin inside the pod (no parallelism: stdin is not seekable)."""
+    def restore(self, size, path=None, reader=None, jobs=1):
+        """Stream the dump (size bytes) into pg_restore's stdin inside the pod (no parallelism: stdin is not
+        seekable)."""
         from ansible_collections.matrix.stack.plugins.module_utils import _kube_exec
         role = self.owner if self.owner != self.user else None
         if path is not None:
@@ -284,7 +286,7 @@ class PodPg:
         else:
             src = _pipe_reader(reader)
         try:
-            ex = self._exec(restore_args(self.dbname, user=self.user, role=role), stdin=src)
+            ex = self._exec(restore_args(self.dbname, user=self.user, role=role), stdin=src, stdin_size=size)
             try:
                 ex.wait()
             except _kube_exec.ExecError as e:

@@ -8,16 +8,19 @@ whole output in memory and decode it as text. This helper uses the ``kubernetes`
 plumbing (``kubernetes.stream.ws_client``) but reads frames itself, so that:
 
 * stdout is delivered as bytes, chunk by chunk, to a reader (``read()``) -- memory use is one frame;
-* stdin is streamed from a thread (so a process that reads stdin and writes stdout never deadlocks)
-  and closed with the ``v5.channel.k8s.io`` close signal (Kubernetes >= 1.30), so commands such as
-  ``pg_restore`` or ``tar -x`` see end-of-file;
+* stdin is sent from the same thread that reads (SSL sockets are not safe for concurrent reads and
+  writes from two threads: doing so lost the exit status about once in 30 runs), interleaved with
+  reading through ``select`` so that a process that reads stdin and writes output never deadlocks;
+* stdin has a size announced up front: the command runs as ``head -c SIZE | command``, so it sees
+  end-of-file after exactly SIZE bytes even where the close of stdin is never propagated (API servers
+  before 1.30, and kwok); the ``v5.channel.k8s.io`` close signal is sent as well where it exists;
 * the exit status comes from the error channel; stderr is kept (bounded) for error messages.
 """
 
 from __future__ import annotations
 
 import json
-import threading
+import select
 
 try:
     from kubernetes.stream import ws_client
@@ -66,13 +69,24 @@ def exec_url(api_client, namespace, pod, command, container=None, stdin=False):
     return ws_client.get_websocket_url(api_client.configuration.host + path, query)
 
 
+def bounded_stdin_command(command, size):
+    """Wrap command so that it reads exactly size bytes of stdin, then sees end-of-file."""
+    return ["sh", "-c", 'head -c "$0" | "$@"', str(int(size))] + list(command)
+
+
 class PodExec:
     """One exec session. Use as a context manager; read stdout with read(); call wait() for the rc."""
 
-    def __init__(self, api_client, namespace, pod, command, container=None, stdin=None, timeout=600):
-        """stdin: None, or an iterable of bytes chunks / a file-like object with read()."""
+    def __init__(self, api_client, namespace, pod, command, container=None, stdin=None, stdin_size=None, timeout=600):
+        """stdin: None, or a file-like object with read() / an iterable of bytes chunks, holding exactly
+        stdin_size bytes."""
         if not HAS_KUBE_WS:
             raise ExecError("the kubernetes and websocket-client Python libraries are required")
+        self.command = command
+        if stdin is not None:
+            if stdin_size is None:
+                raise ExecError("stdin needs its size up front (stdin_size)")
+            command = bounded_stdin_command(command, stdin_size)
         headers = {}
         api_client.update_params_for_auth(headers, [], ["BearerToken"])
         headers = {k.lower(): v for k, v in headers.items()}
@@ -83,24 +97,17 @@ class PodExec:
         except Exception as e:  # websocket handshake errors carry the HTTP status and the API's Status
             raise ExecError("exec into %s/%s failed: %s" % (namespace, pod, _handshake_message(e))) from e
         self.sock.settimeout(timeout)
+        self.timeout = timeout
         self.protocol = self._negotiated()
-        self.command = command
         self.pod = "%s/%s" % (namespace, pod)
         self._buf = b""
         self._eof = False
         self._stderr = bytearray()
         self._status = None
         self._stdin_error = None
-        self._stdin_thread = None
+        self._stdin = None if stdin is None else _sized_chunks(stdin, stdin_size)
         self.bytes_out = 0
         self.bytes_in = 0
-        if stdin is not None:
-            if self.protocol != "v5.channel.k8s.io":
-                self.close()
-                raise ExecError("the API server does not support the v5.channel.k8s.io exec protocol (Kubernetes >= 1.30), "
-                                "needed to close stdin")
-            self._stdin_thread = threading.Thread(target=self._pump_stdin, args=(stdin,), daemon=True)
-            self._stdin_thread.start()
 
     def _negotiated(self):
         resp = getattr(self.sock, "handshake_response", None)
@@ -114,33 +121,54 @@ class PodExec:
     def _send(self, channel, data):
         self.sock.send(bytes([channel]) + data, opcode=ABNF.OPCODE_BINARY)
 
-    def _pump_stdin(self, stdin):
+    def _send_stdin_chunk(self):
+        """Send the next stdin chunk (or the close signal after the last one)."""
         try:
-            if hasattr(stdin, "read"):
-                while True:
-                    block = stdin.read(STDIN_CHUNK)
-                    if not block:
-                        break
-                    self._send(STDIN, block)
-                    self.bytes_in += len(block)
-            else:
-                for block in stdin:
-                    for i in range(0, len(block), STDIN_CHUNK):
-                        self._send(STDIN, block[i:i + STDIN_CHUNK])
-                    self.bytes_in += len(block)
-            self._send(CLOSE_SIGNAL, bytes([STDIN]))
-        except Exception as e:  # reported by wait()
+            block = next(self._stdin, None)
+        except Exception as e:  # the source failed (wrong size, decryption): stop the command half-fed
             self._stdin_error = e
+            self._stdin = None
+            self.close()
+            return
+        try:
+            if block is None:
+                self._stdin = None
+                if self.protocol == "v5.channel.k8s.io":
+                    self._send(CLOSE_SIGNAL, bytes([STDIN]))
+                return
+            self._send(STDIN, block)
+            self.bytes_in += len(block)
+        except Exception as e:  # the command may have exited early: keep reading, its status says why
+            self._stdin_error = e
+            self._stdin = None
+
+    def _await_frame(self):
+        """Send stdin while no frame is waiting to be read."""
+        raw = getattr(self.sock, "sock", None)
+        while self._stdin is not None:
+            if raw is None:
+                self._send_stdin_chunk()
+                continue
+            pending = getattr(raw, "pending", None)
+            if pending is not None and pending():
+                return
+            readable, writable, _x = select.select([raw], [raw], [], self.timeout)
+            if readable:
+                return
+            if not writable:
+                raise ExecError("exec into %s: no progress for %ss (timeout)" % (self.pod, self.timeout))
+            self._send_stdin_chunk()
 
     # -- frames -------------------------------------------------------------------------------
     def _next_frame(self):
         """Process one frame; return stdout bytes (possibly b'') or None at end of stream."""
+        self._await_frame()
         try:
             opcode, frame = self.sock.recv_data_frame(True)
         except WebSocketTimeoutException as e:
             raise ExecError("exec into %s: no data for too long (timeout)" % self.pod) from e
         except Exception as e:
-            if self._status is not None:
+            if self._status is not None or self._stdin_error is not None:
                 return None
             raise ExecError("exec into %s: connection lost: %s" % (self.pod, e)) from e
         if opcode == ABNF.OPCODE_CLOSE:
@@ -204,16 +232,14 @@ class PodExec:
     def wait(self, check=True):
         """Drain the session and return the exit code (raises ExecError on failure when check)."""
         self.drain()
-        if self._stdin_thread is not None:
-            self._stdin_thread.join(timeout=30)
         self.close()
         rc = self.returncode
-        if check and (rc != 0 or self._stdin_error is not None):
-            what = " ".join(self.command[:3])
-            if self._stdin_error is not None:
-                raise ExecError("exec %s in %s: sending stdin failed: %s" % (what, self.pod, self._stdin_error), rc, self.stderr)
-            raise ExecError("exec %s in %s failed (rc=%s): %s" % (what, self.pod, rc, self.stderr.strip()[-2000:]), rc, self.stderr)
-        return rc
+        if not check or (rc == 0 and self._stdin_error is None):
+            return rc
+        what = " ".join(self.command[:3])
+        if self._stdin_error is not None and (rc == 0 or self._status is None):
+            raise ExecError("exec %s in %s: sending stdin failed: %s" % (what, self.pod, self._stdin_error), rc, self.stderr)
+        raise ExecError("exec %s in %s failed (rc=%s): %s" % (what, self.pod, rc, self.stderr.strip()[-2000:]), rc, self.stderr)
 
     @property
     def returncode(self):
@@ -243,9 +269,10 @@ class PodExec:
         self.close()
 
 
-def run(api_client, namespace, pod, command, container=None, stdin=None, timeout=600, check=True):
+def run(api_client, namespace, pod, command, container=None, stdin=None, stdin_size=None, timeout=600, check=True):
     """Run a command and return (rc, stdout bytes, stderr text). For small outputs only."""
-    with PodExec(api_client, namespace, pod, command, container=container, stdin=stdin, timeout=timeout) as ex:
+    with PodExec(api_client, namespace, pod, command, container=container, stdin=stdin, stdin_size=stdin_size,
+                 timeout=timeout) as ex:
         chunks = []
         while True:
             block = ex.read()
@@ -254,3 +281,19 @@ def run(api_client, namespace, pod, command, container=None, stdin=None, timeout
             chunks.append(block)
         rc = ex.wait(check=check)
         return rc, b"".join(chunks), ex.stderr
+
+
+def _sized_chunks(stdin, size):
+    """Yield the chunks of stdin, checking that it holds exactly size bytes."""
+    sent = 0
+    if hasattr(stdin, "read"):
+        blocks = iter(lambda: stdin.read(STDIN_CHUNK), b"")
+    else:
+        blocks = (b[i:i + STDIN_CHUNK] for b in stdin for i in range(0, len(b), STDIN_CHUNK))
+    for block in blocks:
+        sent += len(block)
+        if sent > size:
+            raise ExecError("stdin is longer than the announced %d bytes" % size)
+        yield block
+    if sent != size:
+        raise ExecError("stdin ended after %d of the announced %d bytes" % (sent, size))

@@ -264,6 +264,19 @@ def make_pod(kube_cluster, ns, name, node, labels=None, container="main"):
     pytest.fail("pod %s never ran" % name)
 
 
+def synapse_deployment(kube_cluster, ns, node):
+    """A one-replica Synapse Deployment whose pods run on the exec-capable node."""
+    labels = {"app.kubernetes.io/name": "synapse", "app.kubernetes.io/instance": "chat"}
+    dep = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "chat-synapse"}, "spec": {
+        "replicas": 1, "selector": {"matchLabels": labels}, "template": {"metadata": {"labels": labels}, "spec": {
+            "nodeName": node, "tolerations": [{"key": "matrix.stack/test-exec", "operator": "Exists"}],
+            "securityContext": {"runAsNonRoot": True, "runAsUser": 991, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [{"name": "synapse", "image": "example.invalid/synapse:1", "securityContext": {
+                "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}}]}}}}
+    kube_cluster.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(dep))
+    kube_cluster.kubectl("rollout", "status", "-n", ns, "deployment/chat-synapse", "--timeout=90s")
+
+
 def tree(root):
     out = {}
     for top in ("local_content", "local_thumbnails"):
@@ -313,6 +326,36 @@ def test_pod_mode_backup_streams_through_exec(kube_cluster, kube_namespace, run_
         bad = run_module(run_playbook, tmp_path, {**base, "mode": "backup", "database": {**base["database"], "name": "nope_db"}},
                          kube_cluster, expect_ok=False)
         assert "nope_db" in bad["msg"]
+
+        # restore into the pods: pg_restore and tar -x fed through the exec API's stdin
+        key = tmp_path / "age.key"
+        key.write_text(str(ident) + "\n")
+        first_set = sorted(n for n in os.listdir(tmp_path / "repo" / "sets") if n[0].isdigit())[0]
+        for repo, opts in (("repo", {}), ("repo-enc", {"encryption": {"identity_file": str(key)}})):
+            target_db = "kb_podr_%s" % secrets.token_hex(3)
+            target = tmp_path / ("restored-in-pod-" + repo)
+            first = sorted(tree(media))[0]   # the pod already has one of the files
+            (target / first).parent.mkdir(parents=True, exist_ok=True)
+            (target / first).write_bytes((media / first).read_bytes())
+            try:
+                r = run_module(run_playbook, tmp_path, {**base, **opts, "mode": "restore", "dest": str(tmp_path / repo),
+                                                        "set": first_set if repo == "repo" else "latest",
+                                                        "database": {**base["database"], "name": target_db},
+                                                        "media": {**base["media"], "path": str(target)}}, kube_cluster)
+                assert postgres_server.psql("SELECT count(*) FROM t", dbname=target_db).strip() == "100"
+                assert postgres_server.psql("SELECT count(*) FROM e2e_one_time_keys_json", dbname=target_db).strip() == "0"
+                assert r["stats"]["media"]["files_restored"] == 399 and r["stats"]["media"]["files_skipped"] == 1
+                assert tree(target) == {k: v for k, v in tree(media).items() if "newfile" not in k}
+            finally:
+                postgres_server.drop_database(target_db)
+        # a corrupted object is caught before anything reaches the pod's tar; the database is untouched
+        victim = next(p for p in sorted((tmp_path / "repo" / "media").rglob("*")) if p.is_file() and ".tmp" not in p.parts)
+        victim.write_bytes(b"x" + victim.read_bytes()[1:])
+        broken = run_module(run_playbook, tmp_path, {**base, "mode": "restore", "dest": str(tmp_path / "repo"), "set": first_set,
+                                                     "database": {**base["database"], "name": "kb_never_%s" % secrets.token_hex(3)},
+                                                     "media": {**base["media"], "path": str(tmp_path / "never")}},
+                            kube_cluster, expect_ok=False)
+        assert "verification" in broken["msg"] and not (tmp_path / "never").exists()
     key = tmp_path / "age.key"
     key.write_text(str(ident) + "\n")
     v = run_module(run_playbook, tmp_path, {"mode": "verify", "dest": str(tmp_path / "repo-enc"), "set": "all",
@@ -337,8 +380,9 @@ def test_pod_mode_backup_streams_through_exec(kube_cluster, kube_namespace, run_
 
 
 def test_backup_and_restore_playbooks(kube_cluster, kube_namespace, run_playbook, tmp_path, postgres_server, small_db):
-    """playbooks/backup.yml end to end against pods on the exec-capable node; restore.yml in check mode (plan)
-    and its secrets phase for real (the stdin-fed database/media restore into pods cannot run under kwok)."""
+    """playbooks/backup.yml and restore.yml end to end against pods on the exec-capable node: the plan in check
+    mode, the refusal of a non-empty database, the full restore (media into the Synapse pod, Deployment scaled
+    to 0, pg_restore in the PostgreSQL pod, Secrets, scaled back, Available), and the secrets-only phase."""
     pyrage = pytest.importorskip("pyrage")
     ns = kube_namespace(restricted=True)
     signing = "ed25519 a_pb %s" % secrets.token_urlsafe(32)
@@ -361,8 +405,7 @@ def test_backup_and_restore_playbooks(kube_cluster, kube_namespace, run_playbook
           "backup_media_path": str(media), "backup_retention": {"keep_last": 3}}
     with exec_node(kube_cluster, ns, tmp_path, envs) as node:
         make_pod(kube_cluster, ns, "chat-postgres-0", node, container="postgres")
-        make_pod(kube_cluster, ns, "chat-synapse-0", node, container="synapse",
-                 labels={"app.kubernetes.io/name": "synapse", "app.kubernetes.io/instance": "chat"})
+        synapse_deployment(kube_cluster, ns, node)
         res = run_playbook(REPO / "playbooks" / "backup.yml", extra_vars=ev)
         assert res.rc == 0, res.stdout[-4000:]
         assert signing not in res.stdout
@@ -373,6 +416,24 @@ def test_backup_and_restore_playbooks(kube_cluster, kube_namespace, run_playbook
         assert "pg_restore db.dump.age" in plan.stdout and "scale Deployment" in plan.stdout
         refused = run_playbook(REPO / "playbooks" / "restore.yml", extra_vars=ev, check=True)
         assert refused.rc != 0 and "not empty" in refused.stdout
+
+        kube_cluster.kubectl("delete", "secret", "-n", ns, "chat-synapse")
+        target_db, target_media = "kb_pb_%s" % secrets.token_hex(3), tmp_path / "restored_media"
+        target_media.mkdir()
+        try:
+            res = run_playbook(REPO / "playbooks" / "restore.yml", extra_vars={
+                **ev, "backup_database": {"name": target_db, "owner": "postgres"}, "backup_media_path": str(target_media),
+                "backup_restore_timeout": 120})
+            assert res.rc == 0, res.stdout[-4000:]
+            assert signing not in res.stdout
+            assert postgres_server.psql("SELECT count(*) FROM t", dbname=target_db).strip() == "100"
+        finally:
+            postgres_server.drop_database(target_db)
+        assert tree(target_media) == tree(media)
+        got = json.loads(kube_cluster.kubectl("get", "secret", "-n", ns, "chat-synapse", "-o", "json").stdout)
+        assert base64.b64decode(got["data"]["signing.key"]).decode() == signing
+        dep = json.loads(kube_cluster.kubectl("get", "deployment", "-n", ns, "chat-synapse", "-o", "json").stdout)
+        assert dep["spec"]["replicas"] == 1 and dep["status"].get("availableReplicas") == 1
     kube_cluster.kubectl("delete", "secret", "-n", ns, "chat-synapse")
     res = run_playbook(REPO / "playbooks" / "restore.yml", extra_vars={**ev, "backup_restore_phase": "secrets"})
     assert res.rc == 0, res.stdout[-4000:]

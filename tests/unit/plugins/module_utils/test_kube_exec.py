@@ -40,7 +40,8 @@ def session(frames):
     ex.command = ["tar", "cf", "-"]
     ex.pod = "ns/pod"
     ex._buf, ex._eof, ex._stderr, ex._status = b"", False, bytearray(), None  # pylint: disable=protected-access
-    ex._stdin_error, ex._stdin_thread = None, None  # pylint: disable=protected-access
+    ex._stdin_error, ex._stdin = None, None  # pylint: disable=protected-access
+    ex.protocol, ex.timeout = "v5.channel.k8s.io", 5
     ex.bytes_out = ex.bytes_in = 0
     return ex
 
@@ -79,18 +80,38 @@ def test_stderr_is_bounded():
     assert len(ex.stderr) == ke.STDERR_KEEP
 
 
-def test_stdin_pump_sends_close_signal():
-    ex = session([])
+def test_stdin_is_sent_in_full_then_closed():
+    ex = session([b"\x03" + status(0)])
+    ex._stdin = ke._sized_chunks([b"a" * 10, b"bc"], 12)  # pylint: disable=protected-access
+    assert ex.wait() == 0
+    assert [p for p, _op in ex.sock.sent] == [b"\x00" + b"a" * 10, b"\x00bc", bytes([255, 0])]
+    assert ex.bytes_in == 12
 
-    class Src:
-        def __init__(self):
-            self.chunks = [b"a" * 10, b""]
 
-        def read(self, _n):
-            return self.chunks.pop(0)
-    ex._pump_stdin(Src())  # pylint: disable=protected-access
-    assert ex.sock.sent[0][0] == b"\x00" + b"a" * 10
-    assert ex.sock.sent[-1][0] == bytes([255, 0])
+@pytest.mark.parametrize("chunks, msg", [([b"a" * 5], "ended after 5 of the announced 10 bytes"),
+                                         ([b"a" * 11], "longer than the announced 10 bytes")])
+def test_stdin_of_the_wrong_size_stops_the_command(chunks, msg):
+    ex = session([b"\x03" + status(0)])
+    ex._stdin = ke._sized_chunks(chunks, 10)  # pylint: disable=protected-access
+    with pytest.raises(ke.ExecError, match=msg):
+        ex.wait()
+    assert ex.sock.closed
+
+
+def test_command_failure_wins_over_the_send_error_it_caused():
+    ex = session([b"\x02pg_restore: error: could not execute query\n", b"\x03" + status(1)])
+
+    def broken():
+        yield b"x" * 4
+        raise BrokenPipeError("gone")
+    ex._stdin = broken()  # pylint: disable=protected-access
+    with pytest.raises(ke.ExecError, match="could not execute query"):
+        ex.wait()
+
+
+def test_bounded_command_passes_arguments_verbatim():
+    assert ke.bounded_stdin_command(["tar", "-C", "/data dir", "-xf", "-"], 1024) == [
+        "sh", "-c", 'head -c "$0" | "$@"', "1024", "tar", "-C", "/data dir", "-xf", "-"]
 
 
 def test_exec_url_repeats_command():
