@@ -3,10 +3,10 @@
 * the Secrets managed by matrix_secret (label matrix.stack/secret=true) are backed up (encrypted) and put back;
 * a restore scales the Synapse Deployment to 0 and back (observed with a watch);
 * roles/backup renders a CronJob whose Job pods pass the `restricted` Pod Security admission;
-* pod-mode backup (pg_dump and the media streamed through the websocket exec API): a second kwok process of
-  ours manages one extra, tainted node with kwok's exec server, whose ClusterExec runs the exec'ed commands on
-  this host. kwok does not propagate the close of an exec's stdin (kubectl exec -i hangs the same way), so the
-  stdin-fed pod-mode restore (pg_restore / tar -x in the pod) cannot be exercised here.
+* pod mode (pg_dump / pg_restore and the media streamed through the websocket exec API): a second kwok process
+  of ours manages one extra, tainted node with kwok's exec server, whose ClusterExec runs the exec'ed commands on
+  this host. kwok never propagates the close of an exec's stdin (kubectl exec -i hangs the same way); the
+  restore does not rely on it (announced length, ``head -c``), which these tests prove end to end.
 """
 
 import base64
