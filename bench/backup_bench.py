@@ -15,7 +15,7 @@ Measured:
   full       matrix_backup mode=backup into an empty repository (pg_dump -Fc streamed, media objects + index)
   incr       matrix_backup after adding 1 % new media files
   restore    matrix_backup mode=restore of the latest set into a new database and an empty media dir
-Options: --files N --gb X --events N --keep (keep the work dir) --workdir DIR
+Options: --files N --gb X --events N --keep (keep the work dir) --workdir DIR --profile (of the incremental run)
 """
 
 import argparse
@@ -176,6 +176,7 @@ def main():
     ap.add_argument("--events", type=int, default=100000)
     ap.add_argument("--workdir")
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--profile", action="store_true", help="print where the incremental backup spends its time")
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench/backup mounts a tmpfs for the source volume: run it as root")
@@ -269,10 +270,28 @@ def main():
         extra = size_plan(max(1, args.files // 100), int(args.gb * 2 ** 30 / 100), random.Random(7))
         write_media(str(media), extra, random.Random(8), blob)
         subprocess.run(["sync"], check=True)
+        def bare_dump():
+            t0 = time.monotonic()
+            subprocess.run([PG_BIN + "/pg_dump", "-Fc", "--exclude-table-data=e2e_one_time_keys_json", "-h", pg.host,
+                            "-p", str(pg.port), "-U", "postgres", dbname], check=True, env=env, stdout=subprocess.DEVNULL)
+            return time.monotonic() - t0
+        floor = [bare_dump()]
+        profiler = None
+        if args.profile:
+            import cProfile  # pylint: disable=import-outside-toplevel
+            profiler = cProfile.Profile()
         with PeakUsage(str(src)) as peak:
             t0 = time.monotonic()
+            if profiler is not None:
+                profiler.enable()
             inc = ops.backup(cfg())
             inc_secs = time.monotonic() - t0
+        if profiler is not None:
+            import pstats  # pylint: disable=import-outside-toplevel
+            profiler.disable()
+            pstats.Stats(profiler).sort_stats("cumulative").print_stats(30)
+        floor.append(bare_dump())
+        results["floor"] = min(floor)
         results["incr"] = {"seconds": inc_secs, "peak_source_extra": peak.peak, "stats": inc["stats"]}
         log("matrix_backup incremental: %.1fs, %d new files (%.1f MB)"
             % (inc_secs, inc["stats"]["media"]["files_copied"], inc["stats"]["media"]["bytes_copied"] / 1e6))
@@ -312,6 +331,11 @@ def main():
         print()
         print("full vs old:          %.1fx faster (aim >= 3x)" % (o["seconds"] / f["seconds"]))
         print("incremental / full:   %.1f %% (aim < 5 %%)" % (100 * i["seconds"] / f["seconds"]))
+        print("  of which media:     %.1f %% of the full media phase (%.2fs / %.2fs)"
+              % (100 * i["stats"]["media"]["seconds"] / f["stats"]["media"]["seconds"], i["stats"]["media"]["seconds"],
+                 f["stats"]["media"]["seconds"]))
+        print("  floor:              incremental = %.2fx a bare 'pg_dump -Fc > /dev/null' of the same database (%.2fs), "
+              "which every logical backup pays in full" % (i["seconds"] / results["floor"], results["floor"]))
         print("peak extra disk at the source: old %.0f MB, matrix_backup %d bytes (aim 0)"
               % (o["peak_source_extra"] / 1e6, max(f["peak_source_extra"], i["peak_source_extra"])))
         print("old method detail: %s" % o["detail"])

@@ -113,14 +113,19 @@ def synapse_version(cfg):
     return None
 
 
+# One query (one psql, one exec into a pod): schema_version is read through query_to_xml so that a database
+# without Synapse's table answers NULL instead of failing the whole statement.
+PG_FACTS_SQL = ("SELECT current_setting('server_version') || '|' || pg_database_size(current_database()) || '|' || "
+                "COALESCE(CASE WHEN to_regclass('schema_version') IS NOT NULL THEN (xpath('/row/version/text()', "
+                "query_to_xml('SELECT version FROM schema_version', false, true, '')))[1]::text END, '')")
+
+
 def _pg_facts(pg):
-    facts = {"database": pg.dbname, "source": pg.describe()}
-    _rc, facts["server_version"] = pg.psql("SHOW server_version")
-    rc, out = pg.psql("SELECT version FROM schema_version", dbname=pg.dbname, check=False)
-    facts["synapse_schema_version"] = int(out) if rc == 0 and out.strip().isdigit() else None
-    _rc, size = pg.psql("SELECT pg_database_size(current_database())", dbname=pg.dbname)
-    facts["database_size"] = int(size) if size.strip().isdigit() else None
-    return facts
+    _rc, out = pg.psql(PG_FACTS_SQL, dbname=pg.dbname)
+    version, size, schema = (out.strip().split("|") + ["", "", ""])[:3]
+    return {"database": pg.dbname, "source": pg.describe(), "server_version": version,
+            "database_size": int(size) if size.isdigit() else None,
+            "synapse_schema_version": int(schema) if schema.isdigit() else None}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -123,9 +123,23 @@ def test_uninstall_keeps_data_then_purge_needs_confirmation(stack, run_playbook)
                        "ansible_python_interpreter": "{{ ansible_playbook_python }}"}
     env = {"K8S_AUTH_KUBECONFIG": kube.kubeconfig}
     uninstall = REPO / "playbooks" / "uninstall.yml"
+    labels = {"app.kubernetes.io/instance": "mol", "app.kubernetes.io/managed-by": "matrix.stack"}
+    kube.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": [
+        # what roles/backup adds when backup_schedule_enabled (the molecule scenario leaves it off)
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "mol-backup", "labels": labels},
+         "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "mol-backup", "labels": labels},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "mol-backup"},
+         "subjects": [{"kind": "ServiceAccount", "name": "mol-backup", "namespace": namespace}]},
+        {"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "mol-backup", "labels": labels},
+         "spec": {"schedule": "0 3 * * *", "suspend": True, "jobTemplate": {"spec": {"template": {"spec": {
+             "restartPolicy": "Never", "securityContext": {"runAsNonRoot": True, "runAsUser": 1000,
+                                                           "seccompProfile": {"type": "RuntimeDefault"}},
+             "containers": [{"name": "backup", "image": "example.invalid/backup:1", "securityContext": {
+                 "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}}]}}}}}}]}))
     result = run_playbook(uninstall, extra_vars=inventory_extra, env=env)
     assert result.rc == 0, result.stdout[-3000:]
-    left = json.loads(kube.kubectl("get", KINDS, "-n", namespace, "-o", "json").stdout)["items"]
+    left = json.loads(kube.kubectl("get", KINDS + ",cronjob,role,rolebinding", "-n", namespace, "-o", "json").stdout)["items"]
     kinds = {item["kind"] for item in left if item["metadata"].get("labels", {}).get("app.kubernetes.io/instance") == "mol"}
     assert kinds == {"PersistentVolumeClaim", "Secret"}, kinds
 
