@@ -270,6 +270,7 @@ def main():
         extra = size_plan(max(1, args.files // 100), int(args.gb * 2 ** 30 / 100), random.Random(7))
         write_media(str(media), extra, random.Random(8), blob)
         subprocess.run(["sync"], check=True)
+
         def bare_dump():
             t0 = time.monotonic()
             subprocess.run([PG_BIN + "/pg_dump", "-Fc", "--exclude-table-data=e2e_one_time_keys_json", "-h", pg.host,

@@ -22,6 +22,7 @@ import tempfile
 from ansible_collections.matrix.stack.plugins.module_utils._backup_repo import (
     BackupError, CHUNK, HashingReader, HashingWriter, sha256_file, syncfs)
 from ansible_collections.matrix.stack.plugins.module_utils import _backup_crypto as crypto
+from ansible_collections.matrix.stack.plugins.module_utils._backup_pod import PodEndpoint
 
 MEDIA_DIRS = ("local_content", "local_thumbnails")
 
@@ -135,34 +136,18 @@ class LocalMedia:
             syncfs(self.path)
 
 
-class PodMedia:
+class PodMedia(PodEndpoint):
     """The media volume of a running pod, through the exec API (GNU find and tar in the container)."""
-    kind = "pod"
 
     SCAN = ('cd "$1" || exit 3; for d in local_content local_thumbnails; do '
             'if [ -d "$d" ]; then find "$d" -type f -printf "%s\\t%p\\0" || exit 4; fi; done')
 
     def __init__(self, api_client, namespace, pod, container, path, timeout=600):
-        self.api_client, self.namespace, self.pod, self.container, self.path = api_client, namespace, pod, container, path
-        self.timeout = timeout
+        super().__init__(api_client, namespace, pod, container, timeout)
+        self.path = path
 
     def describe(self):
         return "pod %s/%s:%s" % (self.namespace, self.pod, self.path)
-
-    def _exec(self, command, stdin=None, stdin_size=None):
-        from ansible_collections.matrix.stack.plugins.module_utils import _kube_exec
-        try:
-            return _kube_exec.PodExec(self.api_client, self.namespace, self.pod, command, container=self.container,
-                                      stdin=stdin, stdin_size=stdin_size, timeout=self.timeout)
-        except _kube_exec.ExecError as e:
-            raise BackupError(str(e)) from e
-
-    def _wait(self, ex):
-        from ansible_collections.matrix.stack.plugins.module_utils import _kube_exec
-        try:
-            ex.wait()
-        except _kube_exec.ExecError as e:
-            raise BackupError(str(e)) from e
 
     def scan(self):
         ex = self._exec(["sh", "-c", self.SCAN, "sh", self.path])
@@ -174,7 +159,7 @@ class PodMedia:
                     break
                 yield block
         yield from _parse_find(blocks())
-        self._wait(ex)
+        self.finish(ex)
 
     ARGV_BUDGET = 96 * 1024
 
@@ -200,7 +185,7 @@ class PodMedia:
                     continue
                 got += 1
                 yield _safe_rel(member.name), tar.extractfile(member)
-        self._wait(ex)
+        self.finish(ex)
         if got != len(rels):
             raise BackupError("tar in %s returned %d of %d files" % (self.describe(), got, len(rels)))
 
@@ -229,8 +214,8 @@ class PodMedia:
                 stats["bytes_restored"] += n
             yield b"\0" * (2 * tarfile.BLOCKSIZE)
 
-        self._wait(self._exec(["tar", "-C", self.path, "--skip-old-files", "--no-same-owner", "-xf", "-"],
-                              stdin=stream(), stdin_size=size))
+        ex = self._exec(["tar", "-C", self.path, "--skip-old-files", "--no-same-owner", "-xf", "-"], stdin=stream(), stdin_size=size)
+        self.finish(ex)
 
 
 def _tar_header(rel, size):

@@ -21,6 +21,8 @@ import tempfile
 import time
 
 from ansible_collections.matrix.stack.plugins.module_utils._backup_repo import BackupError
+from ansible_collections.matrix.stack.plugins.module_utils._backup_pod import PodEndpoint
+from ansible_collections.matrix.stack.plugins.module_utils._streams import ReadStream
 
 EXCLUDE_DATA = ["e2e_one_time_keys_json"]
 IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_$-]{0,62}$")
@@ -66,7 +68,7 @@ EMPTY_SQL = ("SELECT count(*) FROM pg_catalog.pg_class c JOIN pg_catalog.pg_name
              "AND n.nspname NOT LIKE 'pg_toast%'")
 
 
-class _ProcStream:
+class _ProcStream(ReadStream):
     """Reader over a local process's stdout; wait() raises BackupError on failure."""
 
     def __init__(self, args, env, what):
@@ -79,16 +81,6 @@ class _ProcStream:
 
     def read(self, n=-1):
         return self.proc.stdout.read(n)
-
-    def readinto(self, b):
-        return self.proc.stdout.readinto(b)
-
-    def readable(self):
-        return True
-
-    @property
-    def closed(self):
-        return False
 
     def kill(self):
         if self.proc.poll() is None:
@@ -186,21 +178,7 @@ class DirectPg:
                                         stdout=err, stderr=err, env=self._env())
             except OSError as e:
                 raise BackupError("cannot run pg_restore: %s" % e.strerror) from e
-            feed_error = None
-            if path is None:
-                try:
-                    reader(proc.stdin)
-                except BrokenPipeError:
-                    pass
-                except Exception as e:  # pylint: disable=broad-except
-                    # a decryption error is ours to report; a write error after pg_restore died is not
-                    if isinstance(e, BackupError) or proc.poll() is None:
-                        feed_error = e if isinstance(e, BackupError) else BackupError("feeding pg_restore failed: %s" % e)
-                finally:
-                    try:
-                        proc.stdin.close()
-                    except BrokenPipeError:
-                        pass
+            feed_error = _feed(proc, reader, "pg_restore") if path is None else None
             rc = proc.wait()
             err.seek(0)
             msg = err.read().decode("utf-8", "replace").strip()
@@ -213,24 +191,13 @@ class DirectPg:
         return "postgresql://%s@%s:%s/%s" % (self.user, self.host, self.port, self.dbname)
 
 
-class PodPg:
-    kind = "pod"
-
+class PodPg(PodEndpoint):
     def __init__(self, api_client, namespace, pod, container, user, dbname, owner=None, compress=None, timeout=600):
-        self.api_client, self.namespace, self.pod, self.container = api_client, namespace, pod, container
+        super().__init__(api_client, namespace, pod, container, timeout)
         self.user = user or "postgres"
         self.dbname = dbname
         self.owner = owner or self.user
         self.compress = compress
-        self.timeout = timeout
-
-    def _exec(self, command, stdin=None, stdin_size=None):
-        from ansible_collections.matrix.stack.plugins.module_utils import _kube_exec
-        try:
-            return _kube_exec.PodExec(self.api_client, self.namespace, self.pod, command, container=self.container,
-                                      stdin=stdin, stdin_size=stdin_size, timeout=self.timeout)
-        except _kube_exec.ExecError as e:
-            raise BackupError(str(e)) from e
 
     def psql(self, sql, dbname="postgres", check=True):
         from ansible_collections.matrix.stack.plugins.module_utils import _kube_exec
@@ -248,31 +215,18 @@ class PodPg:
         return rc, out.decode("utf-8", "replace").strip()
 
     def dump(self):
-        from ansible_collections.matrix.stack.plugins.module_utils import _kube_exec
         ex = self._exec(dump_args(self.dbname, user=self.user, compress=self.compress))
+        endpoint = self
 
-        class _Stream:
+        class _Stream(ReadStream):
             def read(self, n=-1):
                 return ex.read(n)
-
-            def readinto(self, b):
-                return ex.readinto(b)
-
-            def readable(self):
-                return True
-
-            @property
-            def closed(self):
-                return False
 
             def kill(self):
                 ex.close()
 
             def wait(self):
-                try:
-                    ex.wait()
-                except _kube_exec.ExecError as e:
-                    raise BackupError("pg_dump in pod failed: %s" % e) from e
+                endpoint.finish(ex, "pg_dump in pod failed")
                 return ex.stderr
         return _Stream()
 
@@ -287,10 +241,7 @@ class PodPg:
             src = _pipe_reader(reader)
         try:
             ex = self._exec(restore_args(self.dbname, user=self.user, role=role), stdin=src, stdin_size=size)
-            try:
-                ex.wait()
-            except _kube_exec.ExecError as e:
-                raise BackupError("pg_restore in pod failed: %s" % e) from e
+            self.finish(ex, "pg_restore in pod failed")
         finally:
             src.close()
             if hasattr(src, "join"):
@@ -335,6 +286,27 @@ def _pipe_reader(writer_func):
     return _PipeReader(os.fdopen(r, "rb"), t, errors)
 
 
+def _feed(proc, writer_func, what):
+    """writer_func(proc.stdin), then close stdin. Returns the error to report: ours (a BackupError, such as a
+    failed decryption) or a write error while the process still runs; not the broken pipe of a process that
+    exited, whose own status says why."""
+    try:
+        writer_func(proc.stdin)
+    except BrokenPipeError:
+        pass
+    except BackupError as e:
+        return e
+    except Exception as e:  # pylint: disable=broad-except
+        if proc.poll() is None:
+            return BackupError("feeding %s failed: %s" % (what, e))
+    finally:
+        try:
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass
+    return None
+
+
 def list_dump(pg_restore, reader_func):
     """Run ``pg_restore --list`` over a dump fed by reader_func(stdin). Returns the number of TOC entries."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
@@ -342,18 +314,7 @@ def list_dump(pg_restore, reader_func):
             proc = subprocess.Popen([pg_restore, "--list"], stdin=subprocess.PIPE, stdout=out, stderr=err)
         except OSError as e:
             raise BackupError("cannot run %s: %s" % (pg_restore, e.strerror)) from e
-        feed_error = None
-        try:
-            reader_func(proc.stdin)
-        except BrokenPipeError:
-            pass
-        except BackupError as e:
-            feed_error = e
-        finally:
-            try:
-                proc.stdin.close()
-            except BrokenPipeError:
-                pass
+        feed_error = _feed(proc, reader_func, "pg_restore --list")
         rc = proc.wait()
         if feed_error is not None:
             raise feed_error

@@ -37,6 +37,8 @@ import shutil
 import threading
 import time
 
+from ansible_collections.matrix.stack.plugins.module_utils._streams import ReadStream
+
 FORMAT = "matrix.stack/backup"
 FORMAT_VERSION = 1
 COMPLETE = "COMPLETE"
@@ -140,7 +142,7 @@ class HashingWriter:
         return False
 
 
-class HashingReader:
+class HashingReader(ReadStream):
     """File-like reader that counts and hashes what is read through it."""
 
     def __init__(self, raw, progress=None):
@@ -155,18 +157,6 @@ class HashingReader:
             self.sha.update(data)
             self.size += len(data)
         return data
-
-    def readinto(self, buf):
-        data = self.read(len(buf))
-        buf[:len(data)] = data
-        return len(data)
-
-    def readable(self):
-        return True
-
-    @property
-    def closed(self):
-        return False
 
 
 class Lock:

@@ -22,6 +22,8 @@ from __future__ import annotations
 import json
 import select
 
+from ansible_collections.matrix.stack.plugins.module_utils._streams import ReadStream
+
 try:
     from kubernetes.stream import ws_client
     from websocket import ABNF, WebSocketTimeoutException
@@ -74,7 +76,7 @@ def bounded_stdin_command(command, size):
     return ["sh", "-c", 'head -c "$0" | "$@"', str(int(size))] + list(command)
 
 
-class PodExec:
+class PodExec(ReadStream):
     """One exec session. Use as a context manager; read stdout with read(); call wait() for the rc."""
 
     def __init__(self, api_client, namespace, pod, command, container=None, stdin=None, stdin_size=None, timeout=600):
@@ -208,18 +210,6 @@ class PodExec:
         else:
             out, self._buf = self._buf[:n], self._buf[n:]
         return out
-
-    def readinto(self, b):
-        data = self.read(len(b))
-        b[:len(data)] = data
-        return len(data)
-
-    def readable(self):
-        return True
-
-    @property
-    def closed(self):
-        return False
 
     def drain(self):
         while self.read(1 << 20):
