@@ -23,7 +23,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 # pylint: disable=wrong-import-position
 import localcluster  # noqa: E402
-from helpers.services import CoturnServer, PostgresServer, SynapseServer  # noqa: E402
+from helpers.services import MINIO, CoturnServer, MinioServer, PostgresServer, SynapseServer  # noqa: E402
 
 VENV_BIN = WORK / "venv" / "bin"
 COLLECTIONS_PATH = WORK / "collections"
@@ -137,6 +137,19 @@ def coturn_factory():
     for server, root in started:
         server.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def minio_server(tmp_path_factory):
+    """A real S3-compatible object store (MinIO) on loopback with one empty bucket, "backups"."""
+    if not MINIO.exists():
+        pytest.fail(f"{MINIO} is missing: run scripts/setup (make setup)")
+    server = MinioServer(tmp_path_factory.mktemp("minio")).start()
+    try:
+        server.client().create_bucket(Bucket="backups")
+        yield server
+    finally:
+        server.stop()
 
 
 # ----- Ansible ----------------------------------------------------------------------------------

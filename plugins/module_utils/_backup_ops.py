@@ -65,6 +65,7 @@ class Config:
         self.keep = {}
         self.check_mode = False
         self.lock_wait = 0
+        self.s3 = None                  # _backup_s3.S3Copy: off-site copy in object storage
         for k, v in kw.items():
             if not hasattr(self, k):
                 raise TypeError(k)
@@ -295,6 +296,8 @@ def backup(cfg):
                              "files_to_copy": len(to_copy), "bytes_to_copy": sum(s for _r, s in to_copy)}
         plan["secrets"] = {"files": list(cfg.secret_files), "kubernetes_namespace": cfg.secrets_namespace}
         result.update(changed=True, plan=plan, set_id=None)
+        if cfg.s3 is not None and repo.exists():
+            result["s3"] = cfg.s3.push(repo, check_mode=True)
         return result
 
     info = repo.init(cfg.media_encrypt)
@@ -400,6 +403,12 @@ def backup(cfg):
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+        if cfg.s3 is not None:
+            try:
+                result["s3"] = cfg.s3.push(repo)
+            except BackupError as e:
+                raise BackupError("set %s is complete in %s, but copying it to %s failed (the next backup copies every "
+                                  "set the bucket lacks): %s" % (set_id, repo.root, cfg.s3.describe(), e)) from e
     secs = time.monotonic() - started
     total = stats["database"]["bytes"] + stats.get("media", {}).get("bytes_copied", 0)
     stats["total"] = {"seconds": round(secs, 3), "bytes_written": sum(f["size"] for f in files.values())
@@ -542,7 +551,37 @@ def _public_manifest(m):
     return out
 
 
+def pull_from_s3(cfg):
+    """Download the requested set from the off-site copy into dest (a local cache repository) so that verify and
+    restore work on it like on a local set; the requested name then means that set. None without s3."""
+    if cfg.s3 is None:
+        return None
+    if cfg.set_name == "all":
+        raise BackupError("set: all is not supported with s3: name one set or use latest")
+    repo = Repository(cfg.dest)
+    if cfg.check_mode:
+        set_id = cfg.s3.resolve(cfg.set_name)
+        local = repo.exists() and repo.read_complete(set_id) is not None
+        stats = {"source": cfg.s3.describe(), "set_id": set_id, "already_local": local}
+    else:
+        with repo.lock(exclusive=True, wait=cfg.lock_wait):
+            stats = cfg.s3.pull(repo, cfg.set_name)
+    cfg.set_name = stats["set_id"]
+    return stats
+
+
 def verify(cfg):
+    pulled = pull_from_s3(cfg)
+    if pulled is not None and not pulled["already_local"] and cfg.check_mode:
+        return {"changed": False, "ok": True, "problems": [], "sets": [], "set_id": pulled["set_id"], "s3": pulled,
+                "plan": ["download set %s from %s, then verify it" % (pulled["set_id"], pulled["source"])]}
+    result = _verify_local(cfg)
+    if pulled is not None:
+        result["s3"] = pulled
+    return result
+
+
+def _verify_local(cfg):
     repo = Repository(cfg.dest)
     if not repo.exists():
         raise BackupError("%s is not a backup repository" % repo.root)
@@ -619,6 +658,18 @@ def _db_state(pg):
 
 
 def restore(cfg):
+    pulled = pull_from_s3(cfg)
+    if pulled is not None and not pulled["already_local"] and cfg.check_mode:
+        return {"changed": True, "set_id": pulled["set_id"], "s3": pulled,
+                "plan": ["download set %s from %s" % (pulled["set_id"], pulled["source"]),
+                         "verify it, then restore (run without check mode once downloaded to see every step)"]}
+    result = _restore_local(cfg)
+    if pulled is not None:
+        result["s3"] = pulled
+    return result
+
+
+def _restore_local(cfg):
     repo = Repository(cfg.dest)
     if not repo.exists():
         raise BackupError("%s is not a backup repository" % repo.root)
@@ -763,20 +814,22 @@ def prune(cfg):
         changed = bool(delete or orphans or incomplete)
         result = {"changed": changed, "kept": {s: kept[s] for s in sorted(kept)}, "deleted": delete,
                   "media_objects_deleted": len(orphans), "media_bytes_freed": freed, "incomplete_removed": incomplete}
-        if cfg.check_mode:
-            return result
-        for s in delete:
-            repo.delete_set(s)
-        repo.remove_incomplete()
-        # recompute references from what is on disk now, so an object is only deleted if no set uses it
-        refs = repo.referenced_objects(repo.list_sets())
-        for o in orphans:
-            if o not in refs:
-                os.unlink(repo.object_path(o))
-        write_json_atomic(os.path.join(repo.root, "last-prune.json"), {"at": _now().isoformat(), "deleted": delete})
+        if not cfg.check_mode:
+            _delete_sets_and_orphans(repo, delete, orphans)
+    if cfg.s3 is not None:
+        result["s3"] = cfg.s3.prune(lambda remote: retention.select([(s, set_id_time(s)) for s in remote], **rules)[1],
+                                    check_mode=cfg.check_mode)
+        result["changed"] = result["changed"] or bool(result["s3"]["deleted"] or result["s3"]["media_objects_deleted"])
     return result
 
 
-def list_sets(cfg):
-    repo = Repository(cfg.dest)
-    return [{"set_id": s, **{k: v for k, v in repo.read_complete(s).items() if k != "files"}} for s in repo.list_sets()]
+def _delete_sets_and_orphans(repo, delete, orphans):
+    for s in delete:
+        repo.delete_set(s)
+    repo.remove_incomplete()
+    # recompute references from what is on disk now, so an object is only deleted if no set uses it
+    refs = repo.referenced_objects(repo.list_sets())
+    for o in orphans:
+        if o not in refs:
+            os.unlink(repo.object_path(o))
+    write_json_atomic(os.path.join(repo.root, "last-prune.json"), {"at": _now().isoformat(), "deleted": delete})

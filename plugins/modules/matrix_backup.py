@@ -241,6 +241,45 @@ options:
     type: str
     choices: [checksum, exists]
     default: checksum
+  s3:
+    description:
+      - An off-site copy of the repository in S3-compatible object storage, with the same layout under O(s3.prefix).
+      - V(backup) copies every complete local set the bucket lacks (media objects first, the set's C(COMPLETE)
+        marker last, so an interrupted copy never looks complete and the next backup finishes it).
+      - V(prune) applies O(retention) to the copy as well. V(verify) and V(restore) first download the requested
+        set (V(latest) means the newest set in the bucket) into O(dest), checking every file against its
+        sha256, then work on that local copy (on a new machine, O(dest) can start empty).
+      - One repository per bucket and prefix; object storage has no locks.
+    type: dict
+    suboptions:
+      bucket:
+        description: Bucket name.
+        type: str
+        required: true
+      prefix:
+        description: Key prefix of the repository in the bucket.
+        type: str
+        default: ""
+      endpoint_url:
+        description: URL of an S3-compatible service (MinIO, Ceph RGW, Garage...); AWS S3 when omitted.
+        type: str
+      region:
+        description: Region name.
+        type: str
+        default: us-east-1
+      access_key:
+        description: Access key id (else the usual AWS environment variables or files).
+        type: str
+      secret_key:
+        description: Secret access key.
+        type: str
+      ca_bundle:
+        description: CA certificate bundle for the endpoint's TLS certificate.
+        type: path
+      validate_certs:
+        description: Whether to validate the endpoint's TLS certificate.
+        type: bool
+        default: true
   lock_timeout:
     description: Seconds to wait for another operation on the same repository to finish.
     type: int
@@ -258,6 +297,7 @@ requirements:
   - pyrage (for encryption)
   - kubernetes (for pods, Secrets and scaling)
   - PostgreSQL client binaries (C(pg_dump), C(pg_restore), C(psql))
+  - boto3 (for O(s3))
 """
 
 EXAMPLES = r"""
@@ -289,11 +329,22 @@ EXAMPLES = r"""
     synapse: {deployment: synapse-main, namespace: matrix, health_url: "http://127.0.0.1:8008/health"}
     encryption: {identity_file: /root/.config/matrix-backup/age.key}
 
-- name: Keep 7 daily, 4 weekly and 6 monthly sets
+- name: Keep 7 daily, 4 weekly and 6 monthly sets, here and in the off-site copy
   matrix.stack.matrix_backup:
     mode: prune
     dest: /srv/backups/matrix
     retention: {keep_daily: 7, keep_weekly: 4, keep_monthly: 6}
+    s3: {bucket: matrix-backups, endpoint_url: "https://s3.example.net", access_key: "{{ s3_key }}", secret_key: "{{ s3_secret }}"}
+
+- name: Disaster recovery on a new machine, from the off-site copy (dest starts empty)
+  matrix.stack.matrix_backup:
+    mode: restore
+    dest: /srv/backups/matrix
+    server_name: example.org
+    s3: {bucket: matrix-backups, endpoint_url: "https://s3.example.net", access_key: "{{ s3_key }}", secret_key: "{{ s3_secret }}"}
+    database: {pod: postgres-0, namespace: matrix, name: synapse, user: postgres, owner: synapse}
+    secrets: {namespace: matrix}
+    encryption: {identity_file: /root/.config/matrix-backup/age.key}
 """
 
 RETURN = r"""
@@ -372,6 +423,13 @@ incomplete_sets:
   returned: mode=verify
   type: list
   elements: str
+s3:
+  description:
+    - With O(s3). For a backup, what was copied (C(sets_pushed), C(objects_uploaded), C(bytes_uploaded),
+      C(seconds)); for prune, the sets and objects deleted there; for verify and restore, what was downloaded
+      (C(set_id), C(objects_downloaded), C(bytes_downloaded), C(already_local)).
+  returned: when O(s3) is set
+  type: dict
 sets_before:
   description: Completed sets before the operation.
   returned: mode=backup or mode=prune
@@ -393,6 +451,7 @@ from ansible_collections.matrix.stack.plugins.module_utils import _backup_ops as
 from ansible_collections.matrix.stack.plugins.module_utils import _backup_crypto as crypto
 from ansible_collections.matrix.stack.plugins.module_utils import _backup_media as media_mod
 from ansible_collections.matrix.stack.plugins.module_utils import _backup_pg as pg_mod
+from ansible_collections.matrix.stack.plugins.module_utils import _backup_s3 as s3_mod
 from ansible_collections.matrix.stack.plugins.module_utils import _kube
 
 
@@ -452,6 +511,16 @@ def argument_spec():
             health_timeout=dict(type="int", default=300),
         ), required_by={"deployment": "namespace"}),
         verify_media=dict(type="str", choices=["checksum", "exists"], default="checksum"),
+        s3=dict(type="dict", options=dict(
+            bucket=dict(type="str", required=True),
+            prefix=dict(type="str", default=""),
+            endpoint_url=dict(type="str"),
+            region=dict(type="str", default="us-east-1"),
+            access_key=dict(type="str", no_log=True),
+            secret_key=dict(type="str", no_log=True),
+            ca_bundle=dict(type="path"),
+            validate_certs=dict(type="bool", default=True),
+        )),
         lock_timeout=dict(type="int", default=0),
         exec_timeout=dict(type="int", default=600),
     )
@@ -493,6 +562,11 @@ def build_config(module, p):
                                      timeout=p["exec_timeout"])
         else:
             src = media_mod.LocalMedia(media["path"])
+    s3 = None
+    if p.get("s3"):
+        if not s3_mod.HAS_BOTO3:
+            module.fail_json(msg=missing_required_lib("boto3"))
+        s3 = s3_mod.S3Copy(**p["s3"])
     import os
     pg_restore_bin = os.path.join(db.get("pg_bin_dir") or "/usr/lib/postgresql/15/bin", "pg_restore")
     return ops.Config(
@@ -505,7 +579,7 @@ def build_config(module, p):
         synapse_url=syn.get("url"), synapse_deployment=syn.get("deployment"), synapse_namespace=syn.get("namespace"),
         synapse_replicas=syn.get("replicas"), health_url=syn.get("health_url"), health_timeout=syn.get("health_timeout") or 300,
         scale_timeout=syn.get("health_timeout") or 300, jobs=db.get("jobs") or 1, force=p["force"],
-        keep=p.get("retention") or {}, check_mode=module.check_mode, lock_wait=p["lock_timeout"])
+        keep=p.get("retention") or {}, check_mode=module.check_mode, lock_wait=p["lock_timeout"], s3=s3)
 
 
 def main():

@@ -23,6 +23,7 @@ WORK = REPO / ".work"
 PG_BIN = Path(os.environ.get("MATRIX_STACK_PG_BIN", "/usr/lib/postgresql/15/bin"))
 SYNAPSE_PYTHON = WORK / "venv-synapse" / "bin" / "python"
 TURNSERVER = Path("/usr/bin/turnserver")
+MINIO = WORK / "tools" / "minio"
 
 
 def free_port():
@@ -274,6 +275,49 @@ class CoturnServer:
                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         wait_until("coturn to listen", self._listening, 30, self.proc, self.root / "turnserver.stdout")
         return self
+
+    def stop(self):
+        if self.proc is not None:
+            stop_pid(self.proc.pid)
+            self.proc = None
+
+
+class MinioServer:
+    """MinIO (an S3-compatible object store, built by scripts/setup) on loopback, data in root."""
+
+    def __init__(self, root):
+        self.root = Path(root)
+        self.port = free_port()
+        self.access_key = "matrix-stack-test"
+        self.secret_key = secrets.token_urlsafe(24)
+        self.endpoint_url = f"http://127.0.0.1:{self.port}"
+        self.log_path = self.root / "minio.log"
+        self.proc = None
+
+    def _live(self):
+        try:
+            with urllib.request.urlopen(self.endpoint_url + "/minio/health/live", timeout=1) as resp:
+                return resp.status == 200
+        except OSError:
+            return False
+
+    def start(self):
+        env = {**os.environ, "MINIO_ROOT_USER": self.access_key, "MINIO_ROOT_PASSWORD": self.secret_key,
+               "MINIO_BROWSER": "off", "MINIO_UPDATE": "off", "MINIO_CONFIG_ENV_FILE": ""}
+        with open(self.log_path, "ab") as out:
+            # pylint: disable-next=consider-using-with
+            self.proc = subprocess.Popen([str(MINIO), "server", "--quiet", "--address", f"127.0.0.1:{self.port}",
+                                          "--console-address", f"127.0.0.1:{free_port()}", str(self.root / "data")],
+                                         stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+        wait_until("MinIO to answer", self._live, 60, self.proc, self.log_path)
+        return self
+
+    def client(self):
+        import boto3  # pylint: disable=import-outside-toplevel
+        from botocore.config import Config  # pylint: disable=import-outside-toplevel
+        return boto3.client("s3", endpoint_url=self.endpoint_url, aws_access_key_id=self.access_key,
+                            aws_secret_access_key=self.secret_key, region_name="us-east-1",
+                            config=Config(s3={"addressing_style": "path"}))
 
     def stop(self):
         if self.proc is not None:

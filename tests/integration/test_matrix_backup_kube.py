@@ -379,9 +379,10 @@ def test_pod_mode_backup_streams_through_exec(kube_cluster, kube_namespace, run_
         postgres_server.drop_database(target_db)
 
 
-def test_backup_and_restore_playbooks(kube_cluster, kube_namespace, run_playbook, tmp_path, postgres_server, small_db):
+def test_backup_and_restore_playbooks(kube_cluster, kube_namespace, run_playbook, tmp_path, postgres_server, small_db,
+                                      minio_server):
     """playbooks/backup.yml and restore.yml end to end against pods on the exec-capable node: the plan in check
-    mode, the refusal of a non-empty database, the full restore (media into the Synapse pod, Deployment scaled
+    mode, the refusal of a non-empty database, the full restore from the off-site copy (media into the Synapse pod, Deployment scaled
     to 0, pg_restore in the PostgreSQL pod, Secrets, scaled back, Available), and the secrets-only phase."""
     pyrage = pytest.importorskip("pyrage")
     ns = kube_namespace(restricted=True)
@@ -402,7 +403,9 @@ def test_backup_and_restore_playbooks(kube_cluster, kube_namespace, run_playbook
           "matrix_stack_instance": "chat", "matrix_stack_kubeconfig": kube_cluster.kubeconfig,
           "synapse_server_name": "play.test", "postgres_database": small_db, "backup_dest": str(tmp_path / "repo"),
           "backup_age_recipients": [str(ident.to_public())], "backup_age_identity_file": str(key),
-          "backup_media_path": str(media), "backup_retention": {"keep_last": 3}}
+          "backup_media_path": str(media), "backup_retention": {"keep_last": 3},
+          "backup_s3": {"bucket": "backups", "prefix": "play", "endpoint_url": minio_server.endpoint_url,
+                        "access_key": minio_server.access_key, "secret_key": minio_server.secret_key}}
     with exec_node(kube_cluster, ns, tmp_path, envs) as node:
         make_pod(kube_cluster, ns, "chat-postgres-0", node, container="postgres")
         synapse_deployment(kube_cluster, ns, node)
@@ -411,6 +414,9 @@ def test_backup_and_restore_playbooks(kube_cluster, kube_namespace, run_playbook
         assert signing not in res.stdout
         sets = os.listdir(tmp_path / "repo" / "sets")
         assert len(sets) == 1
+        bucket = minio_server.client().list_objects_v2(Bucket="backups", Prefix="play/sets/%s/" % sets[0])
+        assert "play/sets/%s/COMPLETE" % sets[0] in [o["Key"] for o in bucket.get("Contents", [])]
+        assert minio_server.secret_key not in res.stdout
         plan = run_playbook(REPO / "playbooks" / "restore.yml", extra_vars={**ev, "backup_force": True}, check=True)
         assert plan.rc == 0, plan.stdout[-4000:]
         assert "pg_restore db.dump.age" in plan.stdout and "scale Deployment" in plan.stdout
@@ -421,9 +427,10 @@ def test_backup_and_restore_playbooks(kube_cluster, kube_namespace, run_playbook
         target_db, target_media = "kb_pb_%s" % secrets.token_hex(3), tmp_path / "restored_media"
         target_media.mkdir()
         try:
+            # from the off-site copy, as on a new machine: the local cache starts empty
             res = run_playbook(REPO / "playbooks" / "restore.yml", extra_vars={
                 **ev, "backup_database": {"name": target_db, "owner": "postgres"}, "backup_media_path": str(target_media),
-                "backup_restore_timeout": 120})
+                "backup_restore_timeout": 120, "backup_dest": str(tmp_path / "new-machine")})
             assert res.rc == 0, res.stdout[-4000:]
             assert signing not in res.stdout
             assert postgres_server.psql("SELECT count(*) FROM t", dbname=target_db).strip() == "100"
