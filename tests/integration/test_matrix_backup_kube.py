@@ -23,10 +23,11 @@ from pathlib import Path
 
 import pytest
 
+from helpers.backup import make_small_db, media_tree, run_module as run_backup_module
+
 pytestmark = [pytest.mark.integration, pytest.mark.kube]
 
 REPO = Path(__file__).resolve().parents[2]
-RUN = REPO / "tests" / "integration" / "files" / "matrix_backup_run.yml"
 PYTHON = str(REPO / ".work/venv/bin/python")
 PG_BIN = "/usr/lib/postgresql/15/bin"
 
@@ -37,22 +38,12 @@ def secret(name, data, labels):
 
 
 def run_module(run_playbook, tmp_path, args, kube_cluster, expect_ok=True):
-    out_file = tmp_path / ("r-%s.json" % secrets.token_hex(3))
-    args = {"kubeconfig": kube_cluster.kubeconfig, **args}
-    res = run_playbook(RUN, extra_vars={"mb_args": args, "mb_result_file": str(out_file), "ansible_python_interpreter": PYTHON})
-    assert res.rc == 0, res.stdout[-3000:]
-    out = json.loads(out_file.read_text())
-    assert bool(out.get("failed")) != expect_ok, out.get("msg")
-    return out
+    return run_backup_module(run_playbook, tmp_path, {"kubeconfig": kube_cluster.kubeconfig, **args}, expect_ok=expect_ok)[0]
 
 
 @pytest.fixture
 def small_db(postgres_server):
-    name = "kb_%s" % secrets.token_hex(3)
-    postgres_server.create_database(name)
-    postgres_server.psql("CREATE TABLE t (x int); INSERT INTO t SELECT generate_series(1, 100);"
-                         "CREATE TABLE e2e_one_time_keys_json (k text); INSERT INTO e2e_one_time_keys_json VALUES ('otk')",
-                         dbname=name)
+    name = make_small_db(postgres_server, "kb")
     yield name
     postgres_server.drop_database(name)
 
@@ -277,13 +268,7 @@ def synapse_deployment(kube_cluster, ns, node):
     kube_cluster.kubectl("rollout", "status", "-n", ns, "deployment/chat-synapse", "--timeout=90s")
 
 
-def tree(root):
-    out = {}
-    for top in ("local_content", "local_thumbnails"):
-        for p in (Path(root) / top).rglob("*") if (Path(root) / top).exists() else []:
-            if p.is_file():
-                out[str(p.relative_to(root))] = hashlib.sha256(p.read_bytes()).hexdigest()
-    return out
+tree = media_tree
 
 
 def test_pod_mode_backup_streams_through_exec(kube_cluster, kube_namespace, run_playbook, tmp_path, postgres_server, small_db):

@@ -11,26 +11,17 @@ from pathlib import Path
 
 import pytest
 
+from helpers.backup import make_small_db, media_tree, run_module
+
 pytestmark = [pytest.mark.integration]
 
 REPO = Path(__file__).resolve().parents[2]
-RUN = REPO / "tests" / "integration" / "files" / "matrix_backup_run.yml"
 PG_BIN = "/usr/lib/postgresql/15/bin"
-PYTHON = str(REPO / ".work/venv/bin/python")
 sys.path.insert(0, str(REPO / ".work" / "collections"))
 
 # pylint: disable=wrong-import-position
 from ansible_collections.matrix.stack.plugins.module_utils._backup_repo import BackupError, Repository  # noqa: E402
 from ansible_collections.matrix.stack.plugins.module_utils import _backup_s3 as s3_mod  # noqa: E402
-
-
-def tree(root):
-    out = {}
-    for top in ("local_content", "local_thumbnails"):
-        for p in (Path(root) / top).rglob("*") if (Path(root) / top).exists() else []:
-            if p.is_file():
-                out[str(p.relative_to(root))] = hashlib.sha256(p.read_bytes()).hexdigest()
-    return out
 
 
 def add_media(root, count, seed):
@@ -48,23 +39,9 @@ def keys(minio, prefix):
 
 @pytest.fixture
 def small_db(postgres_server):
-    name = "s3_%s" % secrets.token_hex(3)
-    postgres_server.create_database(name)
-    postgres_server.psql("CREATE TABLE t (x int); INSERT INTO t SELECT generate_series(1, 100);"
-                         "CREATE TABLE e2e_one_time_keys_json (k text); INSERT INTO e2e_one_time_keys_json VALUES ('otk')",
-                         dbname=name)
+    name = make_small_db(postgres_server, "s3")
     yield name
     postgres_server.drop_database(name)
-
-
-def run_module(run_playbook, tmp_path, args, expect_ok=True, check=False):
-    out_file = tmp_path / ("r-%s.json" % secrets.token_hex(3))
-    res = run_playbook(RUN, extra_vars={"mb_args": args, "mb_result_file": str(out_file), "ansible_python_interpreter": PYTHON},
-                       check=check)
-    assert res.rc == 0, res.stdout[-3000:]
-    out = json.loads(out_file.read_text())
-    assert bool(out.get("failed")) != expect_ok, out.get("msg")
-    return out, res
 
 
 def test_off_site_copy_round_trip(run_playbook, tmp_path, postgres_server, small_db, minio_server):
@@ -92,7 +69,7 @@ def test_off_site_copy_round_trip(run_playbook, tmp_path, postgres_server, small
     assert planned["s3"]["sets_pushed"] == [] and keys(minio_server, "chat/") == before
 
     # incremental: one file gone, two new ones; only the two new objects travel
-    victim = sorted(tree(media))[0]
+    victim = sorted(media_tree(media))[0]
     (media / victim).unlink()
     add_media(media, 2, "second")
     second, _res = run_module(run_playbook, tmp_path, {**base, "mode": "backup"})
@@ -109,7 +86,7 @@ def test_off_site_copy_round_trip(run_playbook, tmp_path, postgres_server, small
         assert restored["set_id"] == second["set_id"] and restored["s3"]["objects_downloaded"] == 51
         assert postgres_server.psql("SELECT count(*) FROM t", dbname=target_db).strip() == "100"
         assert postgres_server.psql("SELECT count(*) FROM e2e_one_time_keys_json", dbname=target_db).strip() == "0"
-        assert tree(target_media) == tree(media)
+        assert media_tree(target_media) == media_tree(media)
     finally:
         postgres_server.drop_database(target_db)
 
