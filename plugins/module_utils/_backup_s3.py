@@ -106,8 +106,8 @@ class S3Copy:
         finally:
             body.close()
 
-    def _download(self, rel, path, size, sha):
-        """Download to path, checking size and sha256; the file is removed when they differ."""
+    def _download(self, rel, path, sha, size=None):
+        """Download to path, checking the sha256 (and the size when known); the file is removed when they differ."""
         body = self._call("reading %s" % rel, self.client.get_object, Key=self._key(rel))["Body"]
         digest, got = hashlib.sha256(), 0
         try:
@@ -118,7 +118,7 @@ class S3Copy:
                     out.write(block)
         finally:
             body.close()
-        if got != size or digest.hexdigest() != sha:
+        if (size is not None and got != size) or digest.hexdigest() != sha:
             os.unlink(path)
             raise BackupError("%s in %s does not match its checksum (got %d bytes)" % (rel, self.describe(), got))
 
@@ -164,7 +164,8 @@ class S3Copy:
         if remote_info is not None and bool(remote_info.get("media_encrypted")) != bool(local_info.get("media_encrypted")):
             raise BackupError("%s holds a repository with media encryption %s, unlike %s"
                               % (self.describe(), "on" if remote_info.get("media_encrypted") else "off", repo.root))
-        missing_sets = [s for s in repo.list_sets() if s not in set(self.remote_sets())]
+        remote = set(self.remote_sets())
+        missing_sets = [s for s in repo.list_sets() if s not in remote]
         have = self.remote_objects() if missing_sets else set()
         uploads = []
         for set_id in missing_sets:
@@ -228,7 +229,7 @@ class S3Copy:
             for fname, meta in marker["files"].items():
                 if "/" in fname or fname.startswith("."):
                     raise BackupError("unexpected file name %r in set %s" % (fname, set_id))
-                self._download("sets/%s/%s" % (set_id, fname), os.path.join(tmp, fname), meta["size"], meta["sha256"])
+                self._download("sets/%s/%s" % (set_id, fname), os.path.join(tmp, fname), meta["sha256"], meta["size"])
                 stats["bytes_downloaded"] += meta["size"]
             local = repo.object_set()
             index = os.path.join(tmp, MEDIA_INDEX)
@@ -240,13 +241,11 @@ class S3Copy:
                 if sha in local:
                     continue
                 obj_tmp = repo.object_tmp()
-                rel = "media/%s/%s" % (sha[:2], sha)
-                size = self._size(rel)
-                self._download(rel, obj_tmp, size, stored)
+                self._download("media/%s/%s" % (sha[:2], sha), obj_tmp, stored)
+                stats["bytes_downloaded"] += os.path.getsize(obj_tmp)
                 repo.place_object(obj_tmp, sha)
                 local.add(sha)
                 stats["objects_downloaded"] += 1
-                stats["bytes_downloaded"] += size
             meta = {k: v for k, v in marker.items() if k not in ("set_id", "files", "completed_at")}
             repo.commit_set(set_id, tmp, marker["files"], meta)
         except BaseException:
@@ -254,9 +253,6 @@ class S3Copy:
             raise
         stats["seconds"] = round(time.monotonic() - t0, 3)
         return stats
-
-    def _size(self, rel):
-        return self._call("reading %s" % rel, self.client.head_object, Key=self._key(rel))["ContentLength"]
 
     # -- prune ------------------------------------------------------------------------------------
     def prune(self, select_func, check_mode=False):
