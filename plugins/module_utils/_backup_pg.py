@@ -202,12 +202,7 @@ class PodPg(PodEndpoint):
     def psql(self, sql, dbname="postgres", check=True):
         from ansible_collections.matrix.stack.plugins.module_utils import _kube_exec
         ex = self._exec(["psql", "--no-password", "-X", "-v", "ON_ERROR_STOP=1", "-tA", "-U", self.user, "-d", dbname, "-c", sql])
-        out = b""
-        while True:
-            b = ex.read()
-            if not b:
-                break
-            out += b
+        out = b"".join(iter(ex.read, b""))
         try:
             rc = ex.wait(check=check)
         except _kube_exec.ExecError as e:
@@ -233,7 +228,6 @@ class PodPg(PodEndpoint):
     def restore(self, size, path=None, reader=None, jobs=1):
         """Stream the dump (size bytes) into pg_restore's stdin inside the pod (no parallelism: stdin is not
         seekable)."""
-        from ansible_collections.matrix.stack.plugins.module_utils import _kube_exec
         role = self.owner if self.owner != self.user else None
         if path is not None:
             src = open(path, "rb")  # pylint: disable=consider-using-with

@@ -159,6 +159,24 @@ class HashingReader(ReadStream):
         return data
 
 
+def parse_media_index(lines):
+    """Yield (rel_path, size, sha256, stored_sha256) from the lines of a media index."""
+    for line in lines:
+        line = line.rstrip("\n")
+        if not line:
+            continue
+        sha, size, stored, rel = line.split("\t", 3)
+        yield rel, int(size), sha, stored
+
+
+def read_media_index_file(path):
+    """parse_media_index of a file; nothing when the set has no media index."""
+    if not os.path.exists(path):
+        return
+    with open(path, encoding="utf-8") as f:
+        yield from parse_media_index(f)
+
+
 class Lock:
     """flock() on <repo>/.lock; exclusive for writers, shared for readers."""
 
@@ -382,16 +400,7 @@ class Repository:
 
     def read_media_index(self, set_id):
         """Yield (rel_path, size, sha256, stored_sha256)."""
-        path = os.path.join(self.set_path(set_id), MEDIA_INDEX)
-        if not os.path.exists(path):
-            return
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                line = line.rstrip("\n")
-                if not line:
-                    continue
-                sha, size, stored, rel = line.split("\t", 3)
-                yield rel, int(size), sha, stored
+        yield from read_media_index_file(os.path.join(self.set_path(set_id), MEDIA_INDEX))
 
     def referenced_objects(self, set_ids):
         refs = set()

@@ -25,7 +25,7 @@ import shutil
 import time
 
 from ansible_collections.matrix.stack.plugins.module_utils._backup_repo import (
-    BackupError, CHUNK, COMPLETE, MEDIA_INDEX, SET_ID_RE)
+    BackupError, CHUNK, COMPLETE, MEDIA_INDEX, SET_ID_RE, parse_media_index, read_media_index_file)
 
 try:
     import boto3
@@ -37,16 +37,6 @@ except ImportError:  # pragma: no cover - depends on the environment
     BotoCoreError = ClientError = Exception
 
 UPLOAD_WORKERS = 4
-
-
-def _index_objects(lines):
-    """(sha256, stored sha256) of the media objects listed in a media index."""
-    out = set()
-    for line in lines:
-        if line:
-            fields = line.split("\t")
-            out.add((fields[0], fields[2]))
-    return out
 
 
 def _error_text(exc):
@@ -149,10 +139,10 @@ class S3Copy:
             raise BackupError("the COMPLETE marker of set %s in %s is not valid" % (set_id, self.describe()))
         return marker
 
-    def _remote_index(self, set_id):
-        """(sha, stored_sha) of every media object a remote set references."""
+    def _remote_refs(self, set_id):
+        """The media objects a remote set references."""
         raw = self._get_bytes("sets/%s/%s" % (set_id, MEDIA_INDEX), missing_ok=True)
-        return _index_objects((raw or b"").decode("utf-8").splitlines())
+        return {sha for _rel, _size, sha, _stored in parse_media_index((raw or b"").decode("utf-8").splitlines())}
 
     # -- push -------------------------------------------------------------------------------------
     def push(self, repo, check_mode=False):
@@ -232,12 +222,8 @@ class S3Copy:
                 self._download("sets/%s/%s" % (set_id, fname), os.path.join(tmp, fname), meta["sha256"], meta["size"])
                 stats["bytes_downloaded"] += meta["size"]
             local = repo.object_set()
-            index = os.path.join(tmp, MEDIA_INDEX)
-            lines = []
-            if os.path.exists(index):
-                with open(index, encoding="utf-8") as f:
-                    lines = f.read().splitlines()
-            for sha, stored in sorted(_index_objects(lines)):
+            objects = {(sha, stored) for _rel, _size, sha, stored in read_media_index_file(os.path.join(tmp, MEDIA_INDEX))}
+            for sha, stored in sorted(objects):
                 if sha in local:
                     continue
                 obj_tmp = repo.object_tmp()
@@ -262,7 +248,7 @@ class S3Copy:
         kept = [s for s in sets if s not in delete]
         refs = set()
         for set_id in kept:
-            refs |= {sha for sha, _stored in self._remote_index(set_id)}
+            refs |= self._remote_refs(set_id)
         orphans = sorted(self.remote_objects() - refs)
         stats = {"target": self.describe(), "deleted": delete, "media_objects_deleted": len(orphans)}
         if check_mode:

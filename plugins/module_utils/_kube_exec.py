@@ -259,20 +259,6 @@ class PodExec(ReadStream):
         self.close()
 
 
-def run(api_client, namespace, pod, command, container=None, stdin=None, stdin_size=None, timeout=600, check=True):
-    """Run a command and return (rc, stdout bytes, stderr text). For small outputs only."""
-    with PodExec(api_client, namespace, pod, command, container=container, stdin=stdin, stdin_size=stdin_size,
-                 timeout=timeout) as ex:
-        chunks = []
-        while True:
-            block = ex.read()
-            if not block:
-                break
-            chunks.append(block)
-        rc = ex.wait(check=check)
-        return rc, b"".join(chunks), ex.stderr
-
-
 def _sized_chunks(stdin, size):
     """Yield the chunks of stdin, checking that it holds exactly size bytes."""
     sent = 0
