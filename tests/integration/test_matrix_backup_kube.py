@@ -185,6 +185,22 @@ def test_backup_role_cronjob_and_its_job_playbook(kube_cluster, kube_namespace, 
     (media / "local_content" / "ab" / "cd" / "efgh").write_bytes(os.urandom(4000))
     job_cfg["media_path"] = str(media)
     job_cfg["allow_unencrypted_secrets"] = False
+    # The job reads the password from the mounted Secret file, never from its environment.
+    assert job_cfg["database_password_file"] == "/run/secrets/postgres/password"
+    pod_spec = cj["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    mounts = {m["name"]: m["mountPath"] for m in pod_spec["containers"][0]["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod_spec["volumes"]}
+    assert mounts["db-password"] == "/run/secrets/postgres"
+    assert volumes["db-password"]["secret"]["items"] == [{"key": "postgres-password", "path": "password"}]
+    assert not [e for e in pod_spec["containers"][0].get("env", []) if "valueFrom" in e]
+    # The API token: no automount, an explicit projected token that expires, where the in-cluster client looks.
+    assert pod_spec["automountServiceAccountToken"] is False
+    assert mounts["api-token"] == "/var/run/secrets/kubernetes.io/serviceaccount"
+    token = volumes["api-token"]["projected"]["sources"][0]["serviceAccountToken"]
+    assert token == {"path": "token", "expirationSeconds": 3600}
+    password_file = tmp_path / "db-password"
+    password_file.write_text(postgres_server.password + "\n")  # as a Secret file may end
+    job_cfg["database_password_file"] = str(password_file)
     (tmp_path / "job.json").write_text(json.dumps(job_cfg))
     (tmp_path / "backup.yml").write_text(cm["data"]["backup.yml"])
     kube_cluster.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(
@@ -193,8 +209,7 @@ def test_backup_role_cronjob_and_its_job_playbook(kube_cluster, kube_namespace, 
     with exec_node(kube_cluster, ns, tmp_path, {"PATH": "/usr/bin:/bin"}) as node:
         make_pod(kube_cluster, ns, "chat-synapse-0", node,
                  labels={"app.kubernetes.io/name": "synapse", "app.kubernetes.io/instance": "chat"}, container="synapse")
-        env = {"MATRIX_BACKUP_JOB": str(tmp_path / "job.json"), "PGPASSWORD": postgres_server.password,
-               "K8S_AUTH_KUBECONFIG": kube_cluster.kubeconfig}
+        env = {"MATRIX_BACKUP_JOB": str(tmp_path / "job.json"), "K8S_AUTH_KUBECONFIG": kube_cluster.kubeconfig}
         for _run in range(2):
             res = run_playbook(tmp_path / "backup.yml", extra_vars={"ansible_python_interpreter": PYTHON}, env=env)
             assert res.rc == 0, res.stdout[-4000:]
