@@ -233,7 +233,9 @@ def exec_node(kube_cluster, namespace, tmp_path, envs):
                                  "--manage-all-nodes=false", "--manage-single-node=" + node,
                                  "--server-address=127.0.0.1:%d" % port, "--node-ip=127.0.0.1", "--node-port=%d" % port,
                                  "--tls-cert-file=%s" % cert, "--tls-private-key-file=%s" % key, "-c", str(cfg),
-                                 "--cidr=10.245.0.0/16"], stdout=log, stderr=subprocess.STDOUT)
+                                 "--cidr=10.245.0.0/16"], stdout=log, stderr=subprocess.STDOUT,
+                                # kwok looks the exec'ed command up on its own PATH (the env only reaches the command)
+                                env={**os.environ, "PATH": envs.get("PATH", os.environ.get("PATH", ""))})
     try:
         yield node
     finally:

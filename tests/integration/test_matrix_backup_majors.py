@@ -105,7 +105,7 @@ def test_round_trip_on_each_major(servers, run_playbook, tmp_path, pg_major):
         pg.drop_database(target)
 
 
-@pytest.mark.parametrize("old,new", list(zip(MAJORS, MAJORS[1:])), ids=lambda m: str(m))
+@pytest.mark.parametrize("old,new", list(zip(MAJORS, MAJORS[1:])), ids=str)
 def test_major_upgrade_through_backup_and_restore(servers, run_playbook, tmp_path, old, new):
     """docs/upgrading.md: back up on the old major, restore the set into a fresh server of the new major, back
     up again on the new major."""
