@@ -34,13 +34,14 @@ sys.path.insert(0, str(REPO / ".work" / "collections"))
 sys.path.insert(0, str(REPO / "tests"))
 
 # pylint: disable=wrong-import-position
-from helpers.services import PostgresServer, SynapseServer  # noqa: E402
+from helpers.services import PG_BIN as _PG_BIN, PostgresServer, SynapseServer  # noqa: E402
 from ansible_collections.matrix.stack.plugins.module_utils import _backup_ops as ops  # noqa: E402
 from ansible_collections.matrix.stack.plugins.module_utils import _backup_pg as pgm  # noqa: E402
 from ansible_collections.matrix.stack.plugins.module_utils import _backup_media as mm  # noqa: E402
+from ansible_collections.matrix.stack.plugins.module_utils._pg_clients import ClientFinder  # noqa: E402
 from helpers import matrix_client as mc  # noqa: E402
 
-PG_BIN = "/usr/lib/postgresql/15/bin"
+PG_BIN = str(_PG_BIN)      # the client of the test server's major (the default inventory's)
 
 
 def log(msg):
@@ -254,7 +255,7 @@ def main():
         def cfg(**kw):
             base = dict(dest=repo, server_name="bench.test",
                         pg=pgm.DirectPg(pg.host, pg.port, "postgres", pg.password, dbname, PG_BIN),
-                        pg_restore_bin=PG_BIN + "/pg_restore", media=mm.LocalMedia(str(media)), synapse_version="1.163.2")
+                        pg_clients=ClientFinder(PG_BIN), media=mm.LocalMedia(str(media)), synapse_version="1.163.2")
             base.update(kw)
             return ops.Config(**base)
         subprocess.run(["sync"], check=True)

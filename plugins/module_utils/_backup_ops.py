@@ -23,6 +23,7 @@ from ansible_collections.matrix.stack.plugins.module_utils import _backup_media 
 from ansible_collections.matrix.stack.plugins.module_utils import _backup_pg as pg_mod
 from ansible_collections.matrix.stack.plugins.module_utils import _backup_retention as retention
 from ansible_collections.matrix.stack.plugins.module_utils import _backup_secrets as secrets_mod
+from ansible_collections.matrix.stack.plugins.module_utils._pg_clients import ClientFinder, major_of
 
 DB_FILE = "db.dump"
 MANIFEST_FILE = "manifest.json"
@@ -37,7 +38,7 @@ class Config:
         self.server_name = None
         self.set_name = "latest"
         self.pg = None                  # DirectPg / PodPg or None
-        self.pg_restore_bin = "pg_restore"
+        self.pg_clients = None          # _pg_clients.ClientFinder for local pg_restore --list (default search)
         self.media = None               # LocalMedia / PodMedia or None
         self.media_encrypt = False
         self.media_rehash = False
@@ -70,6 +71,8 @@ class Config:
             if not hasattr(self, k):
                 raise TypeError(k)
             setattr(self, k, v)
+        if self.pg_clients is None:
+            self.pg_clients = ClientFinder()
 
     @property
     def encrypted(self):
@@ -119,6 +122,35 @@ def synapse_version(cfg):
 PG_FACTS_SQL = ("SELECT current_setting('server_version') || '|' || pg_database_size(current_database()) || '|' || "
                 "COALESCE(CASE WHEN to_regclass('schema_version') IS NOT NULL THEN (xpath('/row/version/text()', "
                 "query_to_xml('SELECT version FROM schema_version', false, true, '')))[1]::text END, '')")
+
+
+def dump_major(manifest):
+    """The PostgreSQL major a set's dump needs: pg_restore and the target server must be at least this major
+    (the source server's, or that of the pg_dump that wrote it when newer)."""
+    pgm = manifest.get("postgresql") or {}
+    majors = [m for m in (major_of(pgm.get("server_version")), major_of(pgm.get("pg_dump_version"))) if m]
+    return max(majors) if majors else None
+
+
+def check_restore_major(pg, manifest, set_id):
+    """Refuse, before anything is changed, a dump of a newer major than the target server or its pg_restore."""
+    need = dump_major(manifest)
+    server = pg.server_version()
+    facts = {"dump_major": need, "server_version": server}
+    if need is None:
+        return facts
+    if major_of(server) < need:
+        raise BackupError("set %s holds a dump of PostgreSQL %d (source server %s), but the target %s runs PostgreSQL "
+                          "%s: a dump restores only into a server of the same or a newer major. Nothing was changed. "
+                          "Restore it into a PostgreSQL %d (or newer) server; see docs/upgrading.md"
+                          % (set_id, need, (manifest.get("postgresql") or {}).get("server_version"), pg.describe(),
+                             server, need))
+    facts["pg_restore_version"] = pg.client_version("pg_restore")
+    if (major_of(facts["pg_restore_version"]) or 0) < need:
+        raise BackupError("set %s holds a dump of PostgreSQL %d, but the pg_restore that would restore it into %s is "
+                          "version %s and cannot read it. Nothing was changed."
+                          % (set_id, need, pg.describe(), facts["pg_restore_version"]))
+    return facts
 
 
 def _pg_facts(pg):
@@ -315,7 +347,8 @@ def backup(cfg):
             }
             pgf = _pg_facts(cfg.pg)
             manifest["postgresql"] = {"server_version": pgf["server_version"], "database": pgf["database"],
-                                      "source": pgf["source"], "database_size": pgf["database_size"]}
+                                      "source": pgf["source"], "database_size": pgf["database_size"],
+                                      "pg_dump_version": cfg.pg.client_version("pg_dump")}
             manifest["synapse"]["schema_version"] = pgf["synapse_schema_version"]
 
             # 1. database first: pg_dump takes its snapshot before it writes its first byte, so once that byte
@@ -493,8 +526,11 @@ def verify_set(cfg, repo, set_id):
                 else:
                     crypto.copy_stream(f, tee)
             feed.tee = tee
+        need = dump_major(manifest)
+        pg_restore = os.path.join(cfg.pg_clients.find(need, ("pg_restore",), why="the dump of set %s (PostgreSQL %s)"
+                                                      % (set_id, need)), "pg_restore")
         try:
-            entries = pg_mod.list_dump(cfg.pg_restore_bin, feed)
+            entries = pg_mod.list_dump(pg_restore, feed)
             details["dump_toc_entries"] = entries
             tee = feed.tee
             if tee.sha.hexdigest() != db.get("sha256") or tee.size != db.get("size"):
@@ -693,7 +729,9 @@ def _restore_local(cfg):
             raise BackupError("server_name of the target is required for a restore (or force)")
         steps = []
         db_state = None
+        pg_facts = None
         if cfg.pg is not None:
+            pg_facts = check_restore_major(cfg.pg, manifest, set_id)
             db_state, ntables = _db_state(cfg.pg)
             if db_state == "non-empty" and not cfg.force:
                 raise BackupError("database %s is not empty (%d tables): refusing to restore over it without force"
@@ -709,7 +747,9 @@ def _restore_local(cfg):
             if db_state != "absent":
                 steps.append("drop database %s (%s)" % (cfg.pg.dbname, db_state))
             steps.append("create database %s (UTF8, C collation, template0)" % cfg.pg.dbname)
-            steps.append("pg_restore %s" % manifest["database"]["file"])
+            steps.append("pg_restore %s (PostgreSQL %s dump, pg_restore %s, server %s)"
+                         % (manifest["database"]["file"], pg_facts["dump_major"], pg_facts.get("pg_restore_version"),
+                            pg_facts["server_version"]))
             steps.append("TRUNCATE e2e_one_time_keys_json")
         if media_target is not None and not media_pod_first and manifest.get("media"):
             steps.append("restore media into %s" % media_target.describe())
@@ -726,6 +766,8 @@ def _restore_local(cfg):
         result = {"changed": True, "set_id": set_id, "plan": steps, "server_name": manifest.get("server_name"),
                   "verify": {"seconds": vdetails.get("seconds"), "bytes_checked": vdetails.get("bytes_checked")},
                   "manifest": _public_manifest(manifest)}
+        if pg_facts is not None:
+            result["postgresql"] = pg_facts
         if cfg.check_mode:
             return result
 

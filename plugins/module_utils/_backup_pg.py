@@ -8,8 +8,9 @@
   ``pg_restore`` (``--jobs`` when reading a plain local file), then ``TRUNCATE e2e_one_time_keys_json``.
 
 Two kinds of source/target: ``DirectPg`` (host/port/user/password; the PostgreSQL client binaries
-run here) and ``PodPg`` (the binaries run inside the PostgreSQL pod, reached through the Kubernetes
-exec API with local-socket authentication; data is streamed over the websocket).
+run here, those of the server's major, found by ``_pg_clients``) and ``PodPg`` (the pod's own binaries run
+inside the PostgreSQL pod, reached through the Kubernetes exec API with local-socket authentication; data is
+streamed over the websocket).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import time
 
 from ansible_collections.matrix.stack.plugins.module_utils._backup_repo import BackupError
 from ansible_collections.matrix.stack.plugins.module_utils._backup_pod import PodEndpoint
+from ansible_collections.matrix.stack.plugins.module_utils._pg_clients import ClientFinder, major_of, parse_client_version
 from ansible_collections.matrix.stack.plugins.module_utils._streams import ReadStream
 
 EXCLUDE_DATA = ["e2e_one_time_keys_json"]
@@ -63,6 +65,8 @@ def create_db_sql(dbname, owner):
             % (quote_ident(dbname), quote_ident(owner)))
 
 
+SERVER_VERSION_SQL = "SHOW server_version"
+
 EMPTY_SQL = ("SELECT count(*) FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
              "WHERE c.relkind IN ('r','p') AND n.nspname NOT IN ('pg_catalog','information_schema') "
              "AND n.nspname NOT LIKE 'pg_toast%'")
@@ -101,12 +105,14 @@ class _ProcStream(ReadStream):
 class DirectPg:
     kind = "direct"
 
-    def __init__(self, host, port, user, password, dbname, bin_dir, owner=None, compress=None):
+    def __init__(self, host, port, user, password, dbname, bin_dir=None, owner=None, compress=None, search=None):
         self.host, self.port, self.user, self.password = host, port, user, password
         self.dbname = dbname
         self.owner = owner or user
-        self.bin_dir = bin_dir
+        self.clients = ClientFinder(bin_dir, search)
         self.compress = compress
+        self._bin_dir = None
+        self._server_version = None
 
     def _env(self):
         env = dict(os.environ)
@@ -118,15 +124,35 @@ class DirectPg:
             env.pop("PGPASSWORD", None)
         return env
 
+    def server_version(self):
+        """The server's version (asked with the newest psql at hand, before its own major's clients are chosen)."""
+        if self._server_version is None:
+            psql = os.path.join(self.clients.psql_dir(), "psql")
+            rc, out = self._run_psql(psql, SERVER_VERSION_SQL, self.dbname, False)
+            if rc != 0:       # the database may not exist yet (restore)
+                out = self._run_psql(psql, SERVER_VERSION_SQL, "postgres", True)[1]
+            self._server_version = out
+        return self._server_version
+
     def _bin(self, name):
-        path = os.path.join(self.bin_dir, name) if self.bin_dir else name
-        if self.bin_dir and not os.path.exists(path):
-            raise BackupError("%s not found in pg_bin_dir %s" % (name, self.bin_dir))
-        return path
+        if self._bin_dir is None:
+            self._bin_dir = self.clients.find(major_of(self.server_version()),
+                                              why="the server %s (PostgreSQL %s)" % (self.describe(), self.server_version()))
+        return os.path.join(self._bin_dir, name)
+
+    def client_version(self, tool):
+        got = self.clients.version(self._bin(tool))
+        return got[1] if got else None
 
     def psql(self, sql, dbname="postgres", check=True):
-        args = [self._bin("psql"), "--no-password", "-X", "-v", "ON_ERROR_STOP=1", "-tA", "-d", dbname, "-c", sql]
-        p = subprocess.run(args, env=self._env(), capture_output=True, check=False)
+        return self._run_psql(self._bin("psql"), sql, dbname, check)
+
+    def _run_psql(self, psql, sql, dbname, check):
+        args = [psql, "--no-password", "-X", "-v", "ON_ERROR_STOP=1", "-tA", "-d", dbname, "-c", sql]
+        try:
+            p = subprocess.run(args, env=self._env(), capture_output=True, check=False)
+        except OSError as e:
+            raise BackupError("cannot run %s: %s" % (psql, e.strerror)) from e
         if check and p.returncode != 0:
             raise BackupError("psql failed: %s" % p.stderr.decode("utf-8", "replace").strip()[-2000:])
         return p.returncode, p.stdout.decode("utf-8", "replace").strip()
@@ -208,6 +234,17 @@ class PodPg(PodEndpoint):
         except _kube_exec.ExecError as e:
             raise BackupError("psql in %s failed: %s" % (self.pod, e.stderr.strip()[-2000:] or e)) from e
         return rc, out.decode("utf-8", "replace").strip()
+
+    def server_version(self):
+        return self.psql(SERVER_VERSION_SQL)[1]
+
+    def client_version(self, tool):
+        """Version of the pod's own client binary (the pod's binaries do the dump and the restore)."""
+        ex = self._exec([tool, "--version"])
+        out = b"".join(iter(ex.read, b"")).decode("utf-8", "replace")
+        self.finish(ex, "%s --version in %s failed" % (tool, self.pod))
+        got = parse_client_version(out)
+        return got[1] if got else None
 
     def dump(self):
         ex = self._exec(dump_args(self.dbname, user=self.user, compress=self.compress))

@@ -72,7 +72,11 @@ options:
       - The PostgreSQL database of Synapse, either reached directly (O(database.host)) with client binaries
         on the Ansible host, or inside the PostgreSQL pod (O(database.pod)) through the Kubernetes exec API.
       - Without O(database.host) and O(database.pod) no database is dumped or restored (a restore then only puts
-        back media and secrets); O(database.pg_bin_dir) is still used by O(mode=verify).
+        back media and secrets); O(database.pg_bin_dir) and O(database.pg_bin_search) are still used by O(mode=verify).
+      - "PostgreSQL majors: with O(database.host) the client binaries of the server's major are used, found as
+        described under O(database.pg_bin_search); with O(database.pod) the pod's own binaries are used.
+        O(mode=verify) lists the dump with a C(pg_restore) of the dump's major (recorded in the set).
+        O(mode=restore) refuses, before changing anything, a dump of a newer major than the target server."
     type: dict
     suboptions:
       name:
@@ -110,10 +114,22 @@ options:
         type: str
       pg_bin_dir:
         description:
-          - Directory with C(pg_dump), C(pg_restore) and C(psql) on the Ansible host; used for direct
-            connections and by O(mode=verify) (C(pg_restore --list)). Must be at least the server's major version.
+          - Directory with C(pg_dump), C(pg_restore) and C(psql) on the Ansible host, used instead of searching
+            O(database.pg_bin_search); for direct connections and by O(mode=verify) (C(pg_restore --list)).
+          - Refused when older than the server's major (or, for O(mode=verify), than the dump's major).
         type: path
-        default: /usr/lib/postgresql/15/bin
+      pg_bin_search:
+        description:
+          - Where to look for the client binaries of a PostgreSQL major when O(database.pg_bin_dir) is not set,
+            in order; C({major}) stands for the major (for example V(17)). The directories of C(PATH) come last.
+          - The binaries of exactly the needed major are used (the server's major for a backup or a restore, the
+            dump's major for a verify), else the oldest newer ones found; none is an error naming the major and
+            the package to install.
+          - The default covers Debian/Ubuntu (also with the PGDG apt repository, package C(postgresql-client-<major>)),
+            the PGDG RPM packages (C(postgresql<major>)) and the backup image (C(/opt/postgresql/<major>)).
+        type: list
+        elements: str
+        default: ["/usr/lib/postgresql/{major}/bin", "/usr/pgsql-{major}/bin", "/opt/postgresql/{major}/bin"]
       jobs:
         description: Parallel C(pg_restore) jobs (only for an unencrypted dump restored through a direct connection).
         type: int
@@ -296,7 +312,7 @@ notes:
 requirements:
   - pyrage (for encryption)
   - kubernetes (for pods, Secrets and scaling)
-  - PostgreSQL client binaries (C(pg_dump), C(pg_restore), C(psql))
+  - PostgreSQL client binaries (C(pg_dump), C(pg_restore), C(psql)) of the server's major (see O(database.pg_bin_search))
   - boto3 (for O(s3))
 """
 
@@ -387,6 +403,12 @@ manifest:
   description: Summary of the set's manifest (server name, versions, sizes, checksums, timestamps; no secrets).
   returned: mode=restore
   type: dict
+postgresql:
+  description:
+    - For a restore with a database, the major the dump needs (C(dump_major)), the target's C(server_version)
+      and the C(pg_restore_version) that restores it.
+  returned: mode=restore with O(database.host) or O(database.pod)
+  type: dict
 kept:
   description: Sets kept by prune, with the rules that keep them.
   returned: mode=prune
@@ -452,6 +474,7 @@ from ansible_collections.matrix.stack.plugins.module_utils import _backup_crypto
 from ansible_collections.matrix.stack.plugins.module_utils import _backup_media as media_mod
 from ansible_collections.matrix.stack.plugins.module_utils import _backup_pg as pg_mod
 from ansible_collections.matrix.stack.plugins.module_utils import _backup_s3 as s3_mod
+from ansible_collections.matrix.stack.plugins.module_utils import _pg_clients as pg_clients
 from ansible_collections.matrix.stack.plugins.module_utils import _kube
 
 
@@ -472,7 +495,8 @@ def argument_spec():
             pod=dict(type="str"),
             namespace=dict(type="str"),
             container=dict(type="str"),
-            pg_bin_dir=dict(type="path", default="/usr/lib/postgresql/15/bin"),
+            pg_bin_dir=dict(type="path"),
+            pg_bin_search=dict(type="list", elements="str", default=list(pg_clients.DEFAULT_SEARCH)),
             jobs=dict(type="int", default=2),
             compress=dict(type="int"),
         ), mutually_exclusive=[["host", "pod"]], required_by={"pod": "namespace"}),
@@ -554,7 +578,8 @@ def build_config(module, p):
                               owner=db.get("owner"), compress=db.get("compress"), timeout=p["exec_timeout"])
         else:
             pg = pg_mod.DirectPg(db["host"], db["port"], db["user"], db.get("password"), db["name"],
-                                 db["pg_bin_dir"], owner=db.get("owner"), compress=db.get("compress"))
+                                 db.get("pg_bin_dir"), owner=db.get("owner"), compress=db.get("compress"),
+                                 search=db.get("pg_bin_search"))
     src = None
     if p.get("media"):
         if media.get("pod"):
@@ -567,10 +592,9 @@ def build_config(module, p):
         if not s3_mod.HAS_BOTO3:
             module.fail_json(msg=missing_required_lib("boto3"))
         s3 = s3_mod.S3Copy(**p["s3"])
-    import os
-    pg_restore_bin = os.path.join(db.get("pg_bin_dir") or "/usr/lib/postgresql/15/bin", "pg_restore")
+    clients = pg_clients.ClientFinder(db.get("pg_bin_dir"), db.get("pg_bin_search"))
     return ops.Config(
-        dest=p["dest"], server_name=p.get("server_name"), set_name=p["set"], pg=pg, pg_restore_bin=pg_restore_bin,
+        dest=p["dest"], server_name=p.get("server_name"), set_name=p["set"], pg=pg, pg_clients=clients,
         media=src, media_encrypt=bool(media.get("encrypt")), media_rehash=bool(media.get("rehash")),
         verify_media=p["verify_media"], recipients=recipients, recipient_strings=list(enc.get("recipients") or []),
         identities=identities, kube_api=api, secrets_namespace=sec.get("namespace"),

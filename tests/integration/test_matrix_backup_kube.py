@@ -23,13 +23,12 @@ from pathlib import Path
 
 import pytest
 
-from helpers.backup import make_small_db, media_tree, run_module as run_backup_module
+from helpers.backup import PG_SEARCH, make_small_db, media_tree, run_module as run_backup_module
 
 pytestmark = [pytest.mark.integration, pytest.mark.kube]
 
 REPO = Path(__file__).resolve().parents[2]
 PYTHON = str(REPO / ".work/venv/bin/python")
-PG_BIN = "/usr/lib/postgresql/15/bin"
 
 
 def secret(name, data, labels):
@@ -62,14 +61,14 @@ def test_secrets_round_trip_and_scaling(kube_cluster, kube_namespace, run_playbo
     key_file.write_text(str(ident) + "\n")
     base = {"dest": str(tmp_path / "repo"), "server_name": "kube.test",
             "database": {"host": postgres_server.host, "port": postgres_server.port, "user": "postgres",
-                         "password": postgres_server.password, "name": small_db, "pg_bin_dir": PG_BIN},
+                         "password": postgres_server.password, "name": small_db, "pg_bin_search": PG_SEARCH},
             "secrets": {"namespace": ns}}
     b = run_module(run_playbook, tmp_path, {**base, "mode": "backup", "encryption": {"recipients": [str(ident.to_public())]}},
                    kube_cluster)
     assert b["stats"]["secrets"] == {"kubernetes": 2, "files": 0}
     assert signing not in json.dumps(b)
     v = run_module(run_playbook, tmp_path, {"mode": "verify", "dest": base["dest"], "encryption": {"identity_file": str(key_file)},
-                                            "database": {"pg_bin_dir": PG_BIN}}, kube_cluster)
+                                            "database": {"pg_bin_search": PG_SEARCH}}, kube_cluster)
     assert sorted(v["sets"][0]["manifest"]["secrets"]["kubernetes"]) == ["%s/chat-postgres" % ns, "%s/chat-synapse" % ns]
 
     # lose one Secret, change another; the unrelated one must not be touched
@@ -135,7 +134,7 @@ def test_secrets_round_trip_and_scaling(kube_cluster, kube_namespace, run_playbo
     # secrets-only restore (disaster recovery phase 1): no database options, nothing else touched
     kube_cluster.kubectl("delete", "secret", "-n", ns, "chat-synapse")
     r = run_module(run_playbook, tmp_path, {"mode": "restore", "dest": base["dest"], "server_name": "kube.test",
-                                            "secrets": {"namespace": ns}, "database": {"pg_bin_dir": PG_BIN},
+                                            "secrets": {"namespace": ns}, "database": {"pg_bin_search": PG_SEARCH},
                                             "encryption": {"identity_file": str(key_file)}}, kube_cluster)
     assert r["stats"]["secrets"]["kubernetes"] == ["%s/chat-synapse" % ns]
     assert "database" not in r["stats"]
@@ -209,7 +208,9 @@ def test_backup_role_cronjob_and_its_job_playbook(kube_cluster, kube_namespace, 
     with exec_node(kube_cluster, ns, tmp_path, {"PATH": "/usr/bin:/bin"}) as node:
         make_pod(kube_cluster, ns, "chat-synapse-0", node,
                  labels={"app.kubernetes.io/name": "synapse", "app.kubernetes.io/instance": "chat"}, container="synapse")
-        env = {"MATRIX_BACKUP_JOB": str(tmp_path / "job.json"), "K8S_AUTH_KUBECONFIG": kube_cluster.kubeconfig}
+        # the image's client of the server's major (/opt/postgresql/<major>/bin there) is found on PATH here
+        env = {"MATRIX_BACKUP_JOB": str(tmp_path / "job.json"), "K8S_AUTH_KUBECONFIG": kube_cluster.kubeconfig,
+               "PATH": "%s:%s:%s" % (postgres_server.bin_dir, REPO / ".work" / "venv" / "bin", os.environ["PATH"])}
         for _run in range(2):
             res = run_playbook(tmp_path / "backup.yml", extra_vars={"ansible_python_interpreter": PYTHON}, env=env)
             assert res.rc == 0, res.stdout[-4000:]
@@ -247,7 +248,9 @@ def exec_node(kube_cluster, namespace, tmp_path, envs):
                                  "--manage-all-nodes=false", "--manage-single-node=" + node,
                                  "--server-address=127.0.0.1:%d" % port, "--node-ip=127.0.0.1", "--node-port=%d" % port,
                                  "--tls-cert-file=%s" % cert, "--tls-private-key-file=%s" % key, "-c", str(cfg),
-                                 "--cidr=10.245.0.0/16"], stdout=log, stderr=subprocess.STDOUT)
+                                 "--cidr=10.245.0.0/16"], stdout=log, stderr=subprocess.STDOUT,
+                                # kwok looks the exec'ed command up on its own PATH (the env only reaches the command)
+                                env={**os.environ, "PATH": envs.get("PATH", os.environ.get("PATH", ""))})
     try:
         yield node
     finally:
@@ -302,17 +305,20 @@ def test_pod_mode_backup_streams_through_exec(kube_cluster, kube_namespace, run_
             t.write_bytes(os.urandom(300))
     (media / "remote_content" / "x").mkdir(parents=True)
     (media / "remote_content" / "x" / "cached").write_bytes(b"skip me")
-    envs = {"PATH": "/usr/lib/postgresql/15/bin:/usr/bin:/bin", "PGHOST": postgres_server.host,
+    envs = {"PATH": "%s:/usr/bin:/bin" % postgres_server.bin_dir, "PGHOST": postgres_server.host,
             "PGPORT": str(postgres_server.port), "PGPASSWORD": postgres_server.password}
     ident = pyrage.x25519.Identity.generate()
     with exec_node(kube_cluster, ns, tmp_path, envs) as node:
         make_pod(kube_cluster, ns, "chat-postgres-0", node)
         make_pod(kube_cluster, ns, "chat-synapse-0", node)
         base = {"dest": str(tmp_path / "repo"), "server_name": "pods.test",
-                "database": {"pod": "chat-postgres-0", "namespace": ns, "user": "postgres", "name": small_db, "pg_bin_dir": PG_BIN},
+                "database": {"pod": "chat-postgres-0", "namespace": ns, "user": "postgres", "name": small_db, "pg_bin_search": PG_SEARCH},
                 "media": {"pod": "chat-synapse-0", "namespace": ns, "path": str(media)}}
         plain = run_module(run_playbook, tmp_path, {**base, "mode": "backup"}, kube_cluster)
         assert plain["stats"]["media"]["files_copied"] == len(tree(media)) == 400
+        # the pod's own pg_dump made the dump: its version, asked in the pod, is recorded next to the server's
+        pod_pg = json.loads((Path(plain["path"]) / "manifest.json").read_text())["postgresql"]
+        assert pod_pg["pg_dump_version"].split(".")[0] == pod_pg["server_version"].split(".")[0]
         enc = run_module(run_playbook, tmp_path, {**base, "mode": "backup", "dest": str(tmp_path / "repo-enc"),
                                                   "encryption": {"recipients": [str(ident.to_public())]}}, kube_cluster)
         assert enc["stats"]["database"]["bytes"] == plain["stats"]["database"]["bytes"] > 0
@@ -344,6 +350,8 @@ def test_pod_mode_backup_streams_through_exec(kube_cluster, kube_namespace, run_
                                                         "media": {**base["media"], "path": str(target)}}, kube_cluster)
                 assert postgres_server.psql("SELECT count(*) FROM t", dbname=target_db).strip() == "100"
                 assert postgres_server.psql("SELECT count(*) FROM e2e_one_time_keys_json", dbname=target_db).strip() == "0"
+                # the pod's pg_restore (asked in the pod) is at least the dump's major
+                assert int(r["postgresql"]["pg_restore_version"].split(".")[0]) >= r["postgresql"]["dump_major"]
                 assert r["stats"]["media"]["files_restored"] == 399 and r["stats"]["media"]["files_skipped"] == 1
                 assert tree(target) == {k: v for k, v in tree(media).items() if "newfile" not in k}
             finally:
@@ -359,7 +367,7 @@ def test_pod_mode_backup_streams_through_exec(kube_cluster, kube_namespace, run_
     key = tmp_path / "age.key"
     key.write_text(str(ident) + "\n")
     v = run_module(run_playbook, tmp_path, {"mode": "verify", "dest": str(tmp_path / "repo-enc"), "set": "all",
-                                            "database": {"pg_bin_dir": PG_BIN}, "encryption": {"identity_file": str(key)}},
+                                            "database": {"pg_bin_search": PG_SEARCH}, "encryption": {"identity_file": str(key)}},
                    kube_cluster)
     assert v["ok"] and v["sets"][0]["dump_toc_entries"] > 0
     # restore the pod-made encrypted set directly (database + local media) and compare
@@ -369,7 +377,7 @@ def test_pod_mode_backup_streams_through_exec(kube_cluster, kube_namespace, run_
         run_module(run_playbook, tmp_path, {"mode": "restore", "dest": str(tmp_path / "repo-enc"), "server_name": "pods.test",
                                             "database": {"host": postgres_server.host, "port": postgres_server.port,
                                                          "user": "postgres", "password": postgres_server.password,
-                                                         "name": target_db, "pg_bin_dir": PG_BIN},
+                                                         "name": target_db, "pg_bin_search": PG_SEARCH},
                                             "media": {"path": str(target)}, "encryption": {"identity_file": str(key)}},
                    kube_cluster)
         assert postgres_server.psql("SELECT count(*) FROM t", dbname=target_db).strip() == "100"
@@ -397,13 +405,14 @@ def test_backup_and_restore_playbooks(kube_cluster, kube_namespace, run_playbook
     ident = pyrage.x25519.Identity.generate()
     key = tmp_path / "age.key"
     key.write_text(str(ident) + "\n")
-    envs = {"PATH": "/usr/lib/postgresql/15/bin:/usr/bin:/bin", "PGHOST": postgres_server.host,
+    envs = {"PATH": "%s:/usr/bin:/bin" % postgres_server.bin_dir, "PGHOST": postgres_server.host,
             "PGPORT": str(postgres_server.port), "PGPASSWORD": postgres_server.password}
     ev = {"ansible_python_interpreter": PYTHON, "matrix_stack_hosts": "localhost", "matrix_stack_namespace": ns,
           "matrix_stack_instance": "chat", "matrix_stack_kubeconfig": kube_cluster.kubeconfig,
           "synapse_server_name": "play.test", "postgres_database": small_db, "backup_dest": str(tmp_path / "repo"),
           "backup_age_recipients": [str(ident.to_public())], "backup_age_identity_file": str(key),
           "backup_media_path": str(media), "backup_retention": {"keep_last": 3},
+          "backup_pg_bin_dir": str(postgres_server.bin_dir),
           "backup_s3": {"bucket": "backups", "prefix": "play", "endpoint_url": minio_server.endpoint_url,
                         "access_key": minio_server.access_key, "secret_key": minio_server.secret_key}}
     with exec_node(kube_cluster, ns, tmp_path, envs) as node:

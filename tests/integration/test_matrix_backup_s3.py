@@ -11,12 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from helpers.backup import make_small_db, media_tree, run_module
+from helpers.backup import PG_SEARCH, make_small_db, media_tree, run_module
 
 pytestmark = [pytest.mark.integration]
 
 REPO = Path(__file__).resolve().parents[2]
-PG_BIN = "/usr/lib/postgresql/15/bin"
 sys.path.insert(0, str(REPO / ".work" / "collections"))
 
 # pylint: disable=wrong-import-position
@@ -54,7 +53,7 @@ def test_off_site_copy_round_trip(run_playbook, tmp_path, postgres_server, small
     s3 = {"bucket": "backups", "prefix": "chat", "endpoint_url": minio_server.endpoint_url,
           "access_key": minio_server.access_key, "secret_key": minio_server.secret_key}
     db = {"host": postgres_server.host, "port": postgres_server.port, "user": "postgres",
-          "password": postgres_server.password, "name": small_db, "pg_bin_dir": PG_BIN}
+          "password": postgres_server.password, "name": small_db, "pg_bin_search": PG_SEARCH}
     base = {"dest": str(tmp_path / "repo"), "server_name": "s3.test", "database": db, "media": {"path": str(media)},
             "encryption": {"recipients": [str(ident.to_public())]}, "s3": s3}
 
@@ -93,7 +92,7 @@ def test_off_site_copy_round_trip(run_playbook, tmp_path, postgres_server, small
     # the older set alone, verified after its download
     verified, _res = run_module(run_playbook, tmp_path, {
         "mode": "verify", "dest": str(tmp_path / "other-machine"), "set": first["set_id"], "s3": s3,
-        "database": {"pg_bin_dir": PG_BIN}, "encryption": {"identity_file": str(key_file)}})
+        "database": {"pg_bin_search": PG_SEARCH}, "encryption": {"identity_file": str(key_file)}})
     assert verified["ok"] and verified["s3"]["objects_downloaded"] == 50
 
     # prune here and there: the first set and the object only it referenced go from the bucket too

@@ -8,7 +8,13 @@ from ._backup_helpers import REPO  # noqa: F401  pylint: disable=unused-import
 from ansible_collections.matrix.stack.plugins.module_utils import _backup_pg as pg
 from ansible_collections.matrix.stack.plugins.module_utils._backup_repo import BackupError
 
-PG_BIN = "/usr/lib/postgresql/15/bin"
+from ansible_collections.matrix.stack.plugins.module_utils._pg_clients import ClientFinder
+
+# the newest client laid out by scripts/setup-postgres, if any
+try:
+    PG_BIN = ClientFinder(search=[str(REPO / ".work" / "postgresql" / "{major}" / "bin")], path="").find(None)
+except BackupError:
+    PG_BIN = "/nonexistent"
 
 
 def test_dump_follows_synapse_guidance():
@@ -35,7 +41,7 @@ def test_create_database_sql():
             pg.quote_ident(bad)
 
 
-@pytest.mark.skipif(not os.path.exists(PG_BIN + "/pg_restore"), reason="PostgreSQL 15 client not installed")
+@pytest.mark.skipif(not os.path.exists(PG_BIN + "/pg_restore"), reason="no PostgreSQL client in .work (make setup)")
 def test_list_dump_rejects_garbage():
     def feed(pipe):
         pipe.write(b"this is not a custom-format dump" * 100)
