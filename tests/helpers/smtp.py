@@ -36,7 +36,7 @@ class SmtpServer:
               and auth_data.password.decode() == self.password)
         with self._lock:
             self.auth_attempts.append({"mechanism": mechanism, "ok": ok})
-        return AuthResult(success=ok)
+        return AuthResult(success=ok, handled=False)  # handled=False: aiosmtpd answers 535 on failure
 
     async def handle_DATA(self, _server, session, envelope):  # pylint: disable=invalid-name
         message = email.message_from_bytes(envelope.content, policy=email.policy.default)
