@@ -135,7 +135,12 @@ class PostgresServer:
 
     def stop(self):
         if self.proc is not None:
-            # SIGINT: PostgreSQL's fast shutdown. runuser forwards it to the server it started.
+            # SIGINT: PostgreSQL's fast shutdown, sent to the postmaster this runuser started (its PID file):
+            # runuser does not pass SIGINT on, and killing runuser alone would leave the server running.
+            try:
+                os.kill(int((self.data_dir / "postmaster.pid").read_text().split()[0]), signal.SIGINT)
+            except (OSError, ValueError, IndexError):
+                pass
             stop_pid(self.proc.pid, signal.SIGINT)
             self.proc = None
         shutil.rmtree(self.root, ignore_errors=True)
