@@ -19,8 +19,10 @@ import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-if __package__:  # imported by the tests
-    from helpers.services import free_port, stop_pid, wait_until
+# This file is also the provider's program (python tests/helpers/oidc.py CONFIG): find the helpers package.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# pylint: disable-next=wrong-import-position
+from helpers.services import free_port, stop_pid, wait_until  # noqa: E402
 
 
 def b64url(data):

@@ -201,11 +201,10 @@ def test_bad_database_tls_input_refused_before_rendering(render):
     assert result.stats["tls"]["failed"] == 0 and result.stats["sso"]["failed"] == 0, out[-3000:]
     assert result.stats["noca"]["failed"] == 1 and result.stats["extradb"]["failed"] == 1, out[-3000:]
     assert not render["objects"]["noca"] and not render["objects"]["extradb"], "validation must stop before rendering"
-    noca = [line for line in out.splitlines() if line.startswith("failed: [noca]") or line.startswith("fatal: [noca]")]
-    assert noca and "postgres_external_sslmode is verify-full" in noca[0], out[-3000:]
-    assert "postgres_external_ssl_ca_secret_name" in noca[0] and "postgres_external_ssl_ca_configmap_name" in noca[0]
-    extradb = [line for line in out.splitlines() if line.startswith("fatal: [extradb]")]
-    assert extradb and "synapse_extra_config" in extradb[0] and "postgres_external_ssl_ca_secret_name" in extradb[0], out[-3000:]
+    noca = " ".join(line for line in out.splitlines() if "[noca]" in line and "postgres_external_sslmode" in line)
+    assert "postgres_external_ssl_ca_secret_name" in noca and "postgres_external_ssl_ca_configmap_name" in noca, out[-3000:]
+    extradb = " ".join(line for line in out.splitlines() if "[extradb]" in line and "synapse_extra_config" in line)
+    assert "postgres_external_ssl_ca_secret_name" in extradb, out[-3000:]
 
 
 # ----- the rendered pods, started together -------------------------------------------------------
@@ -439,4 +438,3 @@ def test_smtp_server_refuses_a_wrong_password(smtp_server, ca_file):
         with pytest.raises(smtplib.SMTPAuthenticationError):
             client.login(smtp_server.user, "wrong")
         client.login(smtp_server.user, smtp_server.password)
-
