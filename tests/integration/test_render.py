@@ -276,6 +276,15 @@ def test_synapse_config_wiring(rendered):
     volumes = ext[("Deployment", "matrix-synapse")]["spec"]["template"]["spec"]["volumes"]
     assert {"name": "db-secret", "secret": {"secretName": "external-db", "defaultMode": 0o440,
                                             "items": [{"key": "password", "path": "password"}]}} in volumes
+    # TLS: the CA from a ConfigMap (sslrootcert), the client certificate from a Secret (sslcert; the key is
+    # copied by the init container to the in-memory runtime directory with mode 0600, then sslkey).
+    assert {key: ext_config["database"]["args"][key] for key in ("sslrootcert", "sslcert", "sslkey")} == {
+        "sslrootcert": "/secrets/db-ca/ca.crt", "sslcert": "/secrets/db-client/tls.crt",
+        "sslkey": "/run/synapse/postgres-client.key"}
+    assert {"name": "db-ca", "configMap": {"name": "external-db-ca", "defaultMode": 0o444,
+                                           "items": [{"key": "ca.crt", "path": "ca.crt"}]}} in volumes
+    init_args = ext[("Deployment", "matrix-synapse")]["spec"]["template"]["spec"]["initContainers"][0]["args"]
+    assert init_args[init_args.index("--private-copy") + 1:][:2] == ["/secrets/db-client/tls.key", "/run/synapse/postgres-client.key"]
 
 
 def test_postgres_statefulset(rendered):

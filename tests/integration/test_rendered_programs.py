@@ -2,7 +2,7 @@
 
 playbooks/site.yml renders the stack (render mode, "full" inventory minus what would need the
 internet or extras the local builds lack: OIDC discovery, stats reporting, TLS certificates,
-coturn's Prometheus exporter, URL previews (needs Synapse's url-preview extra)).
+coturn's Prometheus exporter). URL previews, SSO and email run for real in test_synapse_features.py.
 Then, on loopback only:
 - the secret files are laid out exactly as the pod mounts them (values generated with the same
   generators matrix.stack.matrix_secret uses), the init container's command (compose_secrets.py
@@ -21,7 +21,6 @@ coturn_factory fixture, plus allow-loopback-peers/allowed-peer-ip=127.0.0.1 beca
 peers of this test live on loopback (the rendered denied-peer-ip list rightly forbids that).
 """
 
-import importlib.util
 import json
 import os
 import re
@@ -34,6 +33,7 @@ import pytest
 import yaml
 
 from helpers import matrix_client
+from helpers.pod import Pod, secret_generators
 from helpers.services import SYNAPSE_PYTHON, free_port, stop_pid, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
@@ -43,23 +43,12 @@ UCLIENT = "/usr/bin/turnutils_uclient"
 pytestmark = [pytest.mark.integration, pytest.mark.synapse]
 
 
-def load_generators():
-    spec = importlib.util.spec_from_file_location(
-        "matrix_stack_secret_generators", REPO / "plugins" / "module_utils" / "_secret_generators.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def rendered(run_playbook, tmp_path_factory):
     out = tmp_path_factory.mktemp("programs-render")
     result = run_playbook(SITE, inventory=REPO / "inventories" / "test" / "full", extra_vars={
         "matrix_stack_render_dir": str(out), "synapse_oidc_providers": [], "synapse_report_stats": False,
-        "coturn_tls_secret_name": "", "coturn_metrics_enabled": False,
-        # The test venv installs matrix-synapse[postgres] only; url-preview needs its extra
-        # (beautifulsoup4), which the Synapse image ships. The blacklists stay in the config.
-        "synapse_url_preview_enabled": False})
+        "coturn_tls_secret_name": "", "coturn_metrics_enabled": False})
     assert result.rc == 0, result.stdout[-3000:]
     objects = {}
     for path in out.rglob("*.yaml"):
@@ -68,61 +57,26 @@ def rendered(run_playbook, tmp_path_factory):
     return objects
 
 
-class Pod:
-    """The Synapse pod's filesystem layout under a temporary root."""
-
-    def __init__(self, root, deployment, configmap):
-        self.root = Path(root)
-        self.mounts = {"/config": self.root / "config", "/secrets": self.root / "secrets",
-                       "/run/synapse": self.root / "run", "/data": self.root / "data", "/tmp": self.root / "tmp"}
-        for path in self.mounts.values():
-            path.mkdir(parents=True, exist_ok=True)
-        self.spec = deployment["spec"]["template"]["spec"]
-        self.configmap = configmap
-
-    def local(self, value):
-        if "=" in value and not value.startswith("/"):  # --inject dotted.key=/path
-            key, _sep, path = value.partition("=")
-            return f"{key}={self.local(path)}"
-        for mount, local in self.mounts.items():
-            if value == mount or value.startswith(mount + "/"):
-                return str(local) + value[len(mount):]
-        return value
-
-    def write_secret(self, relative, value):
-        path = self.mounts["/secrets"] / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(value)
-        path.chmod(0o440)
-        return path
-
-
 @pytest.fixture(scope="module")
 def synapse_pod(rendered, postgres_server, tmp_path_factory):
-    module = load_generators()
-
-    class generators:  # pylint: disable=invalid-name,too-few-public-methods
-        @staticmethod
-        def generate(ktype, length=None):
-            value = module.generate(ktype, length)
-            return value.decode() if isinstance(value, bytes) else value
+    generate = secret_generators()
     configmap = rendered[("ConfigMap", "chat-synapse")]
     deployment = rendered[("Deployment", "chat-synapse")]
     pod = Pod(tmp_path_factory.mktemp("synapse-pod"), deployment, configmap)
 
     # Secrets, as matrix_secret would create them (SECRETS.md lists names and types).
-    db_password = generators.generate("alnum", 40)
+    db_password = generate("alnum", 40)
     role = f"synapse_{secrets.token_hex(3)}"
     database = f"synapse_render_{secrets.token_hex(3)}"
     postgres_server.create_role(role, db_password)
     postgres_server.create_database(database, owner=role)
-    pod.write_secret("synapse/signing.key", generators.generate("signing_key"))
+    pod.write_secret("synapse/signing.key", generate("signing_key"))
     for key in ("macaroon_secret_key", "registration_shared_secret", "form_secret"):
-        pod.write_secret(f"synapse/{key}", generators.generate("alnum", 64))
+        pod.write_secret(f"synapse/{key}", generate("alnum", 64))
     pod.write_secret("db/password", db_password)
-    turn_secret = generators.generate("alnum", 64)
+    turn_secret = generate("alnum", 64)
     pod.write_secret("turn/shared-secret", turn_secret)
-    pod.write_secret("smtp/password", generators.generate("password", 24))
+    pod.write_secret("smtp/password", generate("password", 24))
     (pod.mounts["/secrets"] / "old-signing-keys").mkdir()  # optional key absent: empty directory
 
     # ConfigMap files; homeserver.yaml gets only the loopback-specific changes.

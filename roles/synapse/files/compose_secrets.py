@@ -4,12 +4,15 @@
 Synapse reads most secrets from files (``*_path`` options), but two cannot be given
 that way: the PostgreSQL password (handled by a libpq password file, PGPASSFILE) and
 ``email.smtp_pass``. This script, run by an init container, writes both from the
-mounted Secret files into an in-memory emptyDir with mode 0600. Secrets are passed
-as *file paths* only, never as values on a command line.
+mounted Secret files into an in-memory emptyDir with mode 0600. It also copies the
+PostgreSQL client key there with mode 0600, owned by the user Synapse runs as (libpq
+refuses a key file that others can read). Secrets are passed as *file paths* only,
+never as values on a command line.
 
 Usage:
   compose_secrets.py [--pgpass PASSWORD_FILE OUT_FILE]
                      [--fragment TEMPLATE OUT_FILE --inject DOTTED.KEY=SECRET_FILE ...]
+                     [--private-copy SOURCE OUT_FILE]
 """
 import argparse
 import os
@@ -45,6 +48,7 @@ def main(argv=None):
     parser.add_argument("--pgpass", nargs=2, metavar=("PASSWORD_FILE", "OUT_FILE"))
     parser.add_argument("--fragment", nargs=2, metavar=("TEMPLATE", "OUT_FILE"))
     parser.add_argument("--inject", action="append", default=[], metavar="DOTTED.KEY=SECRET_FILE")
+    parser.add_argument("--private-copy", nargs=2, metavar=("SOURCE", "OUT_FILE"))
     args = parser.parse_args(argv)
 
     if args.pgpass:
@@ -66,6 +70,13 @@ def main(argv=None):
         write_private(args.fragment[1], yaml.safe_dump(config, default_flow_style=False))
     elif args.inject:
         sys.exit("compose_secrets: --inject needs --fragment")
+
+    if args.private_copy:
+        with open(args.private_copy[0], encoding="utf-8") as handle:
+            content = handle.read()
+        if not content.strip():
+            sys.exit(f"compose_secrets: file {args.private_copy[0]} is empty")
+        write_private(args.private_copy[1], content)
     return 0
 
 
