@@ -106,7 +106,7 @@ def initialised(run_playbook):
         assert not any(os.access(p, os.X_OK) for p in init_dir.iterdir()), "the image would execute, not source"
 
         port, socket_dir = free_port(), local("/var/run/postgresql")
-        args = [a for a in container["args"]]
+        args = list(container["args"])
         args += ["-c", f"unix_socket_directories={socket_dir}"]
         run_env = {"PATH": f"{PG_BIN}:/usr/bin:/bin", "HOME": str(root), "LANG": "C.UTF-8",
                    "POSTGRES_USER": env["POSTGRES_USER"], "POSTGRES_PASSWORD_FILE": local(env["POSTGRES_PASSWORD_FILE"]),
