@@ -272,17 +272,19 @@ class CoturnServer:
     CONTROLLED = ("listening-port", "listening-ip", "relay-ip", "external-ip", "pidfile", "log-file",
                   "tls-listening-port", "alt-listening-port", "alt-tls-listening-port", "cli-port", "prometheus-port")
 
-    def __init__(self, config_text, root, relay_ports=(49160, 49200)):
+    def __init__(self, config_text, root, relay_ports=(49160, 49200), tls=False):
+        """tls: keep the config's cert=/pkey= and listen for TLS on a free port (self.tls_port)."""
         self.root = Path(root)
         self.port = free_port()
+        self.tls_port = free_port() if tls else None
         self.config_path = self.root / "turnserver.conf"
         self.log_path = self.root / "turnserver.log"
         self.proc = None
         lines = [line for line in config_text.splitlines()
                  if line.split("=", 1)[0].strip() not in self.CONTROLLED]
         lines += [f"listening-port={self.port}", "listening-ip=127.0.0.1", "relay-ip=127.0.0.1",
-                  f"pidfile={self.root / 'turnserver.pid'}", f"log-file={self.log_path}", "no-tls", "no-dtls",
-                  "no-cli", "simple-log"]
+                  f"pidfile={self.root / 'turnserver.pid'}", f"log-file={self.log_path}", "no-cli", "simple-log"]
+        lines += [f"tls-listening-port={self.tls_port}"] if tls else ["no-tls", "no-dtls"]
         if not any(line.startswith("min-port") for line in lines):
             lines += [f"min-port={relay_ports[0]}", f"max-port={relay_ports[1]}"]
         self.config_path.write_text("\n".join(lines) + "\n")

@@ -366,7 +366,7 @@ def test_element_config(rendered):
     assert config["room_directory"]["servers"] == ["example.test", "matrix.org"]
     assert config["disable_guests"] is True
     for header in ("X-Frame-Options", "X-Content-Type-Options", "Content-Security-Policy", "Referrer-Policy"):
-        assert f"add_header {header} " in data["default.conf"]
+        assert f"add_header {header} " in data["nginx.conf"]
 
 
 def test_rerender_removes_stale_objects(run_playbook, tmp_path):
