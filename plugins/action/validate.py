@@ -1,0 +1,38 @@
+# -*- coding: utf-8 -*-
+# Copyright: matrix.stack contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Action plugin of matrix.stack.validate: the one validation pass of the stack's input, on the controller."""
+
+import os
+
+from ansible.plugins.action import ActionBase
+
+from ansible_collections.matrix.stack.plugins.plugin_utils._validate import collect, engine
+
+ROLES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, os.pardir, "roles")
+
+
+class ActionModule(ActionBase):
+
+    TRANSFERS_FILES = False
+    _requires_connection = False
+    _supports_check_mode = True
+
+    def run(self, tmp=None, task_vars=None):
+        result = super().run(tmp, task_vars)
+        del tmp
+        options = engine.load_role_options(ROLES_DIR)
+        names = {name for role in options.values() for name in role}
+        variables = collect.role_defaults(self._loader, ROLES_DIR, options)
+        variables.update(task_vars or {})
+        values, errors = collect.template_values(self._templar, variables, names)
+        problems = engine.validate(values, options, errors)
+        result["changed"] = False
+        result["problems"] = problems
+        if problems:
+            result["failed"] = True
+            result["msg"] = (f"{len(problems)} invalid setting(s), nothing was applied:\n"
+                             + "\n".join(f"- {problem}" for problem in problems))
+        else:
+            result["msg"] = f"{len(values)} settings of {len(options)} roles are valid"
+        return result

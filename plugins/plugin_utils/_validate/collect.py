@@ -1,0 +1,35 @@
+# -*- coding: utf-8 -*-
+# Copyright: matrix.stack contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Gather the values to validate: the roles' defaults under the play's variables, each templated on its own."""
+
+import os
+
+from ansible.errors import AnsibleError
+
+
+def role_defaults(loader, roles_dir, roles):
+    """The merged ``defaults/main.yml`` of the roles (as Ansible loads them: templates trusted)."""
+    merged = {}
+    for role in roles:
+        path = os.path.join(roles_dir, role, "defaults", "main.yml")
+        if os.path.exists(path):
+            merged.update(loader.load_from_file(path, trusted_as_template=True) or {})
+    return merged
+
+
+def template_values(templar, variables, names):
+    """Template every variable of ``names`` that is set. Returns (values, errors), errors as {name: message}.
+
+    One variable that cannot be templated (an undefined reference, a Jinja error) does not hide the others.
+    """
+    templar = templar.copy_with_new_env(available_variables=variables)
+    values, errors = {}, {}
+    for name in sorted(names):
+        if name not in variables:
+            continue
+        try:
+            values[name] = templar.template(variables[name])
+        except AnsibleError as exc:
+            errors[name] = str(getattr(exc, "message", exc)).splitlines()[0]
+    return values, errors
