@@ -23,10 +23,11 @@ class ActionModule(ActionBase):
         del tmp
         options = engine.load_role_options(ROLES_DIR)
         names = {name for role in options.values() for name in role}
-        variables = collect.role_defaults(self._loader, ROLES_DIR, options)
+        defaults = collect.role_defaults(self._loader, ROLES_DIR, options)
+        variables = dict(defaults)
         variables.update(task_vars or {})
         values, errors = collect.template_values(self._templar, variables, names)
-        problems = engine.validate(values, options, errors)
+        problems = engine.validate(values, options, errors, collect.derived_defaults(defaults, variables, names))
         result["changed"] = False
         result["problems"] = problems
         if problems:

@@ -33,9 +33,13 @@ def inventory_path(name):
 
 
 def variables(inventory=None, extra=None, role_vars=False):
-    """Role defaults (and, with role_vars, the roles' vars/main.yml), then the inventory, then ``extra``."""
+    """Role defaults (and, with role_vars, the roles' vars/main.yml), then the inventory, then ``extra``.
+
+    Returns (loader, variables, defaults).
+    """
     loader = DataLoader()
-    merged = collect.role_defaults(loader, str(ROLES_DIR), OPTIONS)
+    defaults = collect.role_defaults(loader, str(ROLES_DIR), OPTIONS)
+    merged = dict(defaults)
     if role_vars:
         for role in sorted(path.name for path in ROLES_DIR.iterdir()):
             path = ROLES_DIR / role / "vars" / "main.yml"
@@ -45,21 +49,21 @@ def variables(inventory=None, extra=None, role_vars=False):
         path = inventory_path(inventory) / "group_vars" / "matrix_stack.yml"
         merged.update(loader.load_from_file(str(path), trusted_as_template=True) or {})
     merged.update(extra or {})
-    return loader, merged
+    return loader, merged, defaults
 
 
 def problems(inventory="minimal", drop=(), **extra):
     """The validation problems of an inventory with ``extra`` on top (and the variables in ``drop`` unset)."""
-    loader, merged = variables(inventory, extra)
+    loader, merged, defaults = variables(inventory, extra)
     for name in drop:
         merged.pop(name, None)
     values, errors = collect.template_values(Templar(loader=loader), merged, NAMES)
-    return engine.validate(values, OPTIONS, errors)
+    return engine.validate(values, OPTIONS, errors, collect.derived_defaults(defaults, merged, NAMES))
 
 
 def render(template, inventory="minimal", **extra):
     """Render one role template (``<role>/templates/<file>``) with the inventory's variables; returns the parsed YAML."""
-    loader, merged = variables(inventory, extra, role_vars=True)
+    loader, merged, _defaults = variables(inventory, extra, role_vars=True)
     text = (ROLES_DIR / template.split("/", 1)[0] / "templates" / template.split("/", 1)[1]).read_text(encoding="utf-8")
     templar = Templar(loader=loader, variables=merged)
     from ansible.template import trust_as_template  # pylint: disable=import-outside-toplevel

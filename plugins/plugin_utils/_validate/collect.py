@@ -4,6 +4,7 @@
 """Gather the values to validate: the roles' defaults under the play's variables, each templated on its own."""
 
 import os
+import re
 
 from ansible.errors import AnsibleError
 
@@ -33,3 +34,14 @@ def template_values(templar, variables, names):
         except AnsibleError as exc:
             errors[name] = str(getattr(exc, "message", exc)).splitlines()[0]
     return values, errors
+
+
+def derived_defaults(defaults, variables, names):
+    """{variable: names its default refers to} for the variables left at a templated role default."""
+    derived = {}
+    for name in names:
+        if name in defaults and variables.get(name) is defaults[name]:
+            text = repr(defaults[name])
+            if "{{" in text or "{%" in text:
+                derived[name] = set(re.findall(r"[a-z_][a-z0-9_]*", text)) & set(names) - {name}
+    return derived

@@ -21,8 +21,7 @@ def rules(report):
     report.check("coturn_image_digest", checks.optional(checks.digest))
     report.check("coturn_public_host", checks.hostname)
     report.check("coturn_external_ip", _external_ip)
-    if report.usable("synapse_server_name") or report.get("coturn_realm"):  # its default is the server name
-        report.check("coturn_realm", _realm)
+    report.check("coturn_realm", _realm)
     for name in PORTS:
         report.check(name, checks.port)
     _ports(report)

@@ -51,11 +51,12 @@ def load_role_options(roles_dir):
     return options
 
 
-def validate(raw, options, template_errors=None):
+def validate(raw, options, template_errors=None, derived=None):
     """Every problem of the input ``raw`` ({variable: templated value}) as a list of messages.
 
     ``options`` is ``load_role_options()``'s result; ``template_errors`` maps variables whose value could not
-    be templated to the error.
+    be templated to the error; ``derived`` (``collect.derived_defaults()``) lets a problem that only follows
+    from another variable's problem go unreported.
     """
     template_errors = template_errors or {}
     report = Report({}, failed=template_errors)
@@ -75,4 +76,4 @@ def validate(raw, options, template_errors=None):
     for role in roles:
         for rule in CROSS_RULES.get(role, ()):
             rule(report)
-    return report.problems
+    return report.without_consequences(derived or {})

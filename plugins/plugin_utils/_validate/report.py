@@ -31,6 +31,7 @@ class Report:
         self.values = values
         self.failed = set(failed)
         self.problems = []
+        self.sources = []
 
     def __getitem__(self, name):
         return self.values[name]
@@ -46,9 +47,20 @@ class Report:
         message = f"{variable}: {problem}"
         if allowed:
             message += f"; allowed: {allowed}"
+        base = variable.split("[")[0].split(".")[0]
         if message not in self.problems:
             self.problems.append(message)
-        self.failed.add(variable.split("[")[0].split(".")[0])
+            self.sources.append(base)
+        self.failed.add(base)
+
+    def without_consequences(self, derived):
+        """The problems, minus those of defaults derived from a variable that has a problem of its own.
+
+        ``derived`` maps a variable left at its role default to the variables that default refers to (a bad
+        synapse_server_name makes a bad default synapse_public_baseurl: only the first is worth reporting).
+        """
+        bad = set(self.sources)
+        return [problem for problem, source in zip(self.problems, self.sources) if not derived.get(source, set()) & bad]
 
     def check(self, variable, checker, *args, value=_UNSET, show=True, label=None):
         """Run ``checker(value, *args)`` on the variable's value (or on ``value`` for a part of it, named ``label``).
