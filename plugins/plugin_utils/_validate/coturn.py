@@ -96,7 +96,7 @@ def _ports(report):
                        "a port outside coturn_relay_min_port..coturn_relay_max_port")
     for index, (name, number) in enumerate(listeners):
         for other, other_number in listeners[index + 1:]:
-            report.require(number != other_number, name, f"({number}) is also {other}", "distinct ports")
+            report.require(number != other_number, other, f"({other_number}) is also {name}", "distinct ports")
     if report["coturn_service_type"] != "NodePort":
         return
     first, last = NODE_PORTS
