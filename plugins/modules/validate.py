@@ -16,7 +16,8 @@ description:
     egress for every external dependency, ingress body size) are checked by the collection's rules.
   - Role defaults are read from the roles and have the lowest precedence, as in a play; each variable is templated
     on its own, so one broken expression does not hide the other problems.
-  - The first task of the C(matrix.stack.matrix_stack) role; C(playbooks/site.yml) runs it before the namespace.
+  - The first task of C(playbooks/site.yml) (a pre-task), so it runs before any role's own argument spec check, which
+    would stop at the first bad variable of that role.
 author:
   - matrix.stack contributors (!UNKNOWN)
 attributes:
@@ -41,7 +42,7 @@ EXAMPLES = r"""
 
 RETURN = r"""
 problems:
-  description: Every problem found, one message each (C(<variable>: <problem>; allowed: <what>)). Empty when valid.
+  description: "Every problem found, one message each: C(<variable>: <problem>; allowed: <what>). Empty when valid."
   returned: always
   type: list
   elements: str
