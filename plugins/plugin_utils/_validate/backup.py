@@ -13,11 +13,8 @@ _AGE_RECIPIENT = re.compile(r"^(age1[02-9ac-hj-np-z]{58}|ssh-(ed25519|rsa) [A-Za
 
 
 def rules(report):
-    if report.usable("backup_image"):
-        image = report["backup_image"]
-        if report.require(image, "backup_image", "is empty while backup_schedule_enabled is true",
-                          "the backup image built from roles/backup/files/Containerfile, such as registry.example.com/matrix-backup:0.1.0"):
-            report.check("backup_image", _image)
+    report.check_set("backup_image", "backup_schedule_enabled is true",
+                     "the backup image built from roles/backup/files/Containerfile, such as registry.example.com/matrix-backup:0.1.0", _image)
     report.check("backup_schedule", _schedule)
     report.check("backup_schedule_time_zone", _time_zone)
     report.check("backup_pvc_size", checks.quantity)

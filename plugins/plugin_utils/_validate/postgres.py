@@ -58,17 +58,9 @@ def _internal(report):
 
 
 def _external(report):
-    if report.usable("postgres_external_host"):
-        host = report["postgres_external_host"]
-        report.require(host, "postgres_external_host", "is empty while postgres_mode is external",
-                       "the host name or address of the PostgreSQL server")
-        if host:
-            report.check("postgres_external_host", checks.hostname)
+    report.check_set("postgres_external_host", "postgres_mode is external", "the host name or address of the PostgreSQL server",
+                     checks.hostname)
     report.check("postgres_external_port", checks.port)
-    if report.usable("postgres_external_password_secret_name"):
-        secret = report["postgres_external_password_secret_name"]
-        report.require(secret, "postgres_external_password_secret_name", "is empty while postgres_mode is external",
-                       "the name of an existing Secret holding the password of postgres_user")
-        if secret:
-            report.check("postgres_external_password_secret_name", checks.dns_subdomain)
+    report.check_set("postgres_external_password_secret_name", "postgres_mode is external",
+                     "the name of an existing Secret holding the password of postgres_user", checks.dns_subdomain)
     report.check("postgres_external_password_secret_key", checks.secret_key)

@@ -89,6 +89,15 @@ class Report:
             ok = self.check(variable, checker, *args, value=item, show=show, label=f"{variable}[{index}]") and ok
         return ok
 
+    def check_set(self, variable, because, allowed, checker=None, *args):
+        """The variable must not be empty (``because`` says why it is needed) and, once set, pass ``checker``."""
+        if not self.usable(variable):
+            return False
+        if not self.values[variable]:
+            self.error(variable, f"is empty while {because}", allowed)
+            return False
+        return checker is None or self.check(variable, checker, *args)
+
     def require(self, condition, variable, problem, allowed=None):
         """Report ``problem`` about ``variable`` unless ``condition`` holds."""
         if not condition:

@@ -148,19 +148,12 @@ def _idp_id(value):
 def _email(report):
     if not report.usable("synapse_email_enabled") or not report["synapse_email_enabled"]:
         return
-    if report.usable("synapse_email_smtp_host"):
-        host = report["synapse_email_smtp_host"]
-        report.require(host, "synapse_email_smtp_host", "is empty while synapse_email_enabled is true", "the SMTP server's host name")
-        if host:
-            report.check("synapse_email_smtp_host", checks.hostname)
+    report.check_set("synapse_email_smtp_host", "synapse_email_enabled is true", "the SMTP server's host name", checks.hostname)
     report.check("synapse_email_smtp_port", checks.port)
-    if report.usable("synapse_email_smtp_password_secret_name", "synapse_email_smtp_user"):
-        secret = report["synapse_email_smtp_password_secret_name"]
-        if secret:
-            report.check("synapse_email_smtp_password_secret_name", checks.dns_subdomain)
-            report.check("synapse_email_smtp_password_secret_key", checks.secret_key)
-            report.require(report["synapse_email_smtp_user"], "synapse_email_smtp_user",
-                           "is empty while synapse_email_smtp_password_secret_name is set", "the SMTP user name")
+    if report.get("synapse_email_smtp_password_secret_name"):
+        report.check("synapse_email_smtp_password_secret_name", checks.dns_subdomain)
+        report.check("synapse_email_smtp_password_secret_key", checks.secret_key)
+        report.check_set("synapse_email_smtp_user", "synapse_email_smtp_password_secret_name is set", "the SMTP user name")
     report.check("synapse_email_notif_from", _mail_from)
 
 
@@ -176,9 +169,8 @@ def _turn(report):
         return
     report.check_items("synapse_turn_uris", _turn_uri)
     if report["synapse_turn_uris"] and not report["matrix_stack_coturn_enabled"]:
-        report.require(report["synapse_turn_secret_name"], "synapse_turn_secret_name",
-                       "is empty while synapse_turn_uris lists an external TURN server",
-                       "the name of an existing Secret holding the TURN shared secret")
+        report.check_set("synapse_turn_secret_name", "synapse_turn_uris lists an external TURN server",
+                         "the name of an existing Secret holding the TURN shared secret")
     if report["synapse_turn_secret_name"]:
         report.check("synapse_turn_secret_name", checks.dns_subdomain)
         report.check("synapse_turn_secret_key", checks.secret_key)
