@@ -26,6 +26,8 @@ INVENTORIES = REPO / "inventories"
 TEST_INVENTORIES = sorted(path.name for path in (INVENTORIES / "test").iterdir() if path.is_dir())
 OPTIONS = engine.load_role_options(str(ROLES_DIR))
 NAMES = {name for role in OPTIONS.values() for name in role}
+# One loader: it caches the parsed files.
+LOADER = DataLoader()
 
 
 def inventory_path(name):
@@ -37,7 +39,7 @@ def variables(inventory=None, extra=None, role_vars=False):
 
     Returns (loader, variables, defaults).
     """
-    loader = DataLoader()
+    loader = LOADER
     defaults = collect.role_defaults(loader, str(ROLES_DIR), OPTIONS)
     merged = dict(defaults)
     if role_vars:

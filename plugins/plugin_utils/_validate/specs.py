@@ -7,7 +7,6 @@ The specs stay the documented interface; this module reads them and checks each 
 list elements and required-ness one variable at a time, so every problem is attributed to its variable.
 """
 
-import copy
 import re
 
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
@@ -38,14 +37,14 @@ def check_types(report, options, raw):
     Converted values go into ``report.values``; variables that fail go into ``report.failed``.
     """
     for name, option in options.items():
-        provided = {name: copy.deepcopy(raw[name])} if name in raw else {}
+        provided = {name: raw[name]} if name in raw else {}
         if not provided and "default" not in option and not option.get("required"):
             continue
         kind = _wrong_kind(raw[name], option) if provided else None
         if kind:
             report.error(name, kind[0], kind[1])
             continue
-        result = ArgumentSpecValidator({name: option}).validate(provided)
+        result = _validator(name, option).validate(provided)
         if result.error_messages:
             for message in result.error_messages:
                 report.error(name, _rephrase(name, message, option))
@@ -87,6 +86,17 @@ def _describe(option):
     if option.get("elements"):
         return f"a list of {option['elements']}"
     return {"dict": "a mapping", "list": "a list", "int": "an integer", "bool": "true or false"}.get(kind, "a string")
+
+
+_VALIDATORS = {}
+
+
+def _validator(name, option):
+    """One ArgumentSpecValidator per option (building one costs more than using it)."""
+    key = (name, repr(option))
+    if key not in _VALIDATORS:
+        _VALIDATORS[key] = ArgumentSpecValidator({name: option})
+    return _VALIDATORS[key]
 
 
 def _rephrase(name, message, option):
