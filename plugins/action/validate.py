@@ -9,7 +9,17 @@ from ansible.plugins.action import ActionBase
 
 from ansible_collections.matrix.stack.plugins.plugin_utils._validate import collect, engine
 
-ROLES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, os.pardir, "roles")
+COLLECTION = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, os.pardir)
+ROLES_DIR = os.path.join(COLLECTION, "roles")
+PLAYBOOKS_DIR = os.path.join(COLLECTION, "playbooks")
+
+
+def _playbook_text():
+    text = []
+    for name in sorted(os.listdir(PLAYBOOKS_DIR)) if os.path.isdir(PLAYBOOKS_DIR) else []:
+        with open(os.path.join(PLAYBOOKS_DIR, name), encoding="utf-8") as handle:
+            text.append(handle.read())
+    return "\n".join(text)
 
 
 class ActionModule(ActionBase):
@@ -28,6 +38,9 @@ class ActionModule(ActionBase):
         variables.update(task_vars or {})
         values, errors = collect.template_values(self._templar, variables, names)
         problems = engine.validate(values, options, errors, collect.derived_defaults(defaults, variables, names))
+        typos = collect.likely_typos(task_vars or {}, names, _playbook_text())
+        if typos:
+            result["warnings"] = [f"{name} is not a variable of matrix.stack (ignored): did you mean {known}?" for name, known in typos.items()]
         result["changed"] = False
         result["problems"] = problems
         if problems:

@@ -31,6 +31,7 @@ BAD = {
     "networkpolicy_oidc_ports": [70000],
     "synapse_email_enabled": True,
     "synapse_email_smtp_host": "smtp.internal.example",
+    "synapse_max_uplod_size": "100M",  # a typo: warned about, with the likely meant variable
 }
 NAMED = ["matrix_stack_wait_timeout", "synapse_metrics_port", "postgres_max_connections", "coturn_relay_min_port",
          "element_default_theme", "networkpolicy_oidc_ports[0]", "networkpolicy_smtp_peers"]
@@ -42,6 +43,7 @@ def assert_every_problem_listed(result):
     for name in NAMED:
         assert f"- {name}: " in output, f"{name} not listed in:\n{output[-4000:]}"
     assert f"{len(NAMED)} invalid setting(s), nothing was applied" in output, output[-4000:]
+    assert "synapse_max_uplod_size is not a variable of matrix.stack (ignored): did you mean synapse_max_upload_size?" in output
     # The validation pass is the play's first task: nothing else ran.
     stats = next(iter(result.stats.values()))
     assert stats["failed"] == 1 and stats["ok"] == 0 and stats["changed"] == 0, result.stats

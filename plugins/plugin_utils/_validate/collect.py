@@ -3,6 +3,7 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Gather the values to validate: the roles' defaults under the play's variables, each templated on its own."""
 
+import difflib
 import os
 import re
 
@@ -45,3 +46,21 @@ def derived_defaults(defaults, variables, names):
             if "{{" in text or "{%" in text:
                 derived[name] = set(re.findall(r"[a-z_][a-z0-9_]*", text)) & set(names) - {name}
     return derived
+
+
+PREFIXES = ("matrix_stack_", "synapse_", "postgres_", "coturn_", "element_", "networkpolicy_", "backup_")
+
+
+def likely_typos(set_names, known, playbook_text=""):
+    """{set name: known name it most likely misspells}: set variables with a role prefix that no role declares.
+
+    Names used by the playbooks themselves (``playbook_text``) are not typos. Only names close to a declared one
+    are returned: a variable of the operator's own with a role prefix is left alone.
+    """
+    found = {}
+    for name in sorted(set_names):
+        if name.startswith(PREFIXES) and name not in known and not re.search(rf"\b{re.escape(name)}\b", playbook_text):
+            close = difflib.get_close_matches(name, known, n=1, cutoff=0.85)
+            if close:
+                found[name] = close[0]
+    return found

@@ -99,6 +99,18 @@ def rules(report):
                      _how(source, host, address, peers_variable))
 
 
+def internet_only_features(report):
+    """Features that only work through the internet rule: refused when it is off and no extra egress rule is given."""
+    if report.get("networkpolicy_synapse_internet_egress", True) or report.get("networkpolicy_synapse_extra_egress"):
+        return
+    features = [("synapse_trusted_key_servers", bool(report.get("synapse_trusted_key_servers")),
+                 "[] (no notary: keys are fetched from each server, which also needs egress)"),
+                ("synapse_url_preview_enabled", bool(report.get("synapse_url_preview_enabled")), "false")]
+    for variable, used, off in features:
+        report.require(not used, variable, "needs egress to the internet, but networkpolicy_synapse_internet_egress is false "
+                       "and networkpolicy_synapse_extra_egress is empty", f"{off}, or an egress rule in networkpolicy_synapse_extra_egress")
+
+
 def _why(report, source, host, address, public_hosts):
     lead = f"is empty, so the NetworkPolicies block Synapse from {source} ({host})"
     if address is not None:

@@ -30,7 +30,7 @@ ROLE_RULES = {
 }
 # Rules that span roles, run when the roles they concern are enabled.
 CROSS_RULES = {
-    "networkpolicy": [egress.rules],
+    "networkpolicy": [egress.rules, egress.internet_only_features],
 }
 # Whether a role is deployed, given the converted values.
 ENABLED = {

@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 from helpers import stack_vars  # noqa: E402
 
 from ansible.template import trust_as_template  # noqa: E402
-from ansible_collections.matrix.stack.plugins.plugin_utils._validate import checks  # noqa: E402
+from ansible_collections.matrix.stack.plugins.plugin_utils._validate import checks, collect  # noqa: E402
 
 EXTERNAL_DB = {"postgres_mode": "external", "postgres_external_password_secret_name": "db"}
 BACKUP = {"backup_schedule_enabled": True, "backup_image": "registry.test/backup:1", "backup_allow_unencrypted_secrets": True,
@@ -246,6 +246,9 @@ CASES = [
     ("egress-oidc-port", {"synapse_oidc_providers": [{**OIDC, "issuer": "https://sso.example.com:8443/"}],
                           "networkpolicy_oidc_peers": [{"namespaceSelector": {"matchLabels": {"name": "sso"}}}]},
      "networkpolicy_oidc_ports", "port 8443"),
+    ("egress-key-servers", {"networkpolicy_synapse_internet_egress": False}, "synapse_trusted_key_servers", "internet"),
+    ("egress-url-previews", {"networkpolicy_synapse_internet_egress": False, "synapse_trusted_key_servers": [],
+                             "synapse_url_preview_enabled": True}, "synapse_url_preview_enabled", "networkpolicy_synapse_extra_egress"),
     ("egress-oidc-endpoint", {"synapse_oidc_providers": [{**OIDC, "discover": False, "token_endpoint": "https://10.5.0.9/token",
                                                           "userinfo_endpoint": "https://sso.example.com/userinfo"}], **PUBLIC_SSO},
      "networkpolicy_oidc_peers", "synapse_oidc_providers[0].token_endpoint (10.5.0.9)"),
@@ -345,6 +348,9 @@ GOOD = [
                          "networkpolicy_oidc_ports": [8443]}),
     ("no-policies-no-egress-rule", {**EXTERNAL_DB, "postgres_external_host": "db.example.internal",
                                     "matrix_stack_networkpolicy_enabled": False}),
+    ("closed-federation", {"networkpolicy_synapse_internet_egress": False, "synapse_trusted_key_servers": []}),
+    ("key-servers-through-extra-egress", {"networkpolicy_synapse_internet_egress": False,
+                                          "networkpolicy_synapse_extra_egress": [{"to": [{"ipBlock": {"cidr": "198.51.100.0/24"}}]}]}),
     ("body-size-explicit-larger", {"synapse_ingress_annotations": {"nginx.ingress.kubernetes.io/proxy-body-size": "1g"}}),
     ("body-size-unlimited", {"synapse_ingress_annotations": {"nginx.ingress.kubernetes.io/proxy-body-size": "0"}}),
     ("backup", BACKUP),
@@ -383,3 +389,11 @@ def test_checkers_report_problem_and_allowed():
                            (checks.digest, "sha256:"), (checks.image_tag, ""), (checks.secret_key, "a/b")]:
         problem, allowed = checker(value)
         assert problem and allowed, checker
+
+
+def test_likely_typos():
+    known = stack_vars.NAMES
+    found = collect.likely_typos({"synapse_max_uplod_size": 1, "coturn_public_hosts": "x", "synapse_server_name": "a",
+                                  "matrix_users_manage": False, "synapse_my_own_thing": 1, "unrelated_max_upload_size": 1},
+                                 known, playbook_text="when: matrix_users_manage | bool")
+    assert found == {"synapse_max_uplod_size": "synapse_max_upload_size", "coturn_public_hosts": "coturn_public_host"}
