@@ -316,6 +316,12 @@ def test_inventory_is_valid(inventory):
     assert stack_vars.problems(inventory) == []
 
 
+def test_molecule_scenario_is_valid():
+    scenario = stack_vars.LOADER.load_from_file(str(stack_vars.REPO / "molecule" / "default" / "vars" / "stack.yml"),
+                                                trusted_as_template=True)
+    assert stack_vars.problems(None, **scenario) == []
+
+
 def test_test_inventories_found():
     assert {"minimal", "full", "external-postgres", "sso-only"} <= set(stack_vars.TEST_INVENTORIES)
 
