@@ -78,7 +78,7 @@ def resources(report, variable, memory_limit_minimum=None):
             else:
                 ok = False
     memory = parsed.get(("limits", "memory"))
-    if ("limits", "memory") not in parsed and ok:
+    if not isinstance(value.get("limits"), dict) or "memory" not in value["limits"]:
         ok = report.require(False, f"{variable}.limits.memory", "is missing: every pod has a memory limit", "a quantity such as 1Gi")
     elif memory is not None and memory_limit_minimum and memory < checks.quantity_value(memory_limit_minimum):
         ok = report.require(False, f"{variable}.limits.memory", f"is below {memory_limit_minimum}", f"at least {memory_limit_minimum}")
