@@ -95,7 +95,7 @@ def rules(report):
                 report.error(ports_variable, f"does not include port {port} of {source} ({host})",
                              f"the ports Synapse connects to, such as {sorted(set(report[ports_variable]) | {port})}")
             continue
-        report.error(peers_variable, _why(report, source, host, address, public_hosts),
+        report.error(peers_variable, _why(source, host, address, public_hosts),
                      _how(source, host, address, peers_variable))
 
 
@@ -111,7 +111,7 @@ def internet_only_features(report):
                        "and networkpolicy_synapse_extra_egress is empty", f"{off}, or an egress rule in networkpolicy_synapse_extra_egress")
 
 
-def _why(report, source, host, address, public_hosts):
+def _why(source, host, address, public_hosts):
     lead = f"is empty, so the NetworkPolicies block Synapse from {source} ({host})"
     if address is not None:
         return lead + ": a private or excluded address, outside the internet egress rule"
