@@ -98,8 +98,12 @@ def test_one_setting_changes_only_the_affected_objects_and_pods(stack):
     assert changed.changed("cluster") >= 1
     after, pods_after = snapshot(kube, namespace)
     differing = {key for key in set(before) | set(after) if before.get(key) != after.get(key)}
-    assert differing == {("ConfigMap", "mol-synapse"), ("Deployment", "mol-synapse")}, differing
+    # The Synapse Ingresses' body size follows synapse_max_upload_size (nginx ingress class).
+    assert differing == {("ConfigMap", "mol-synapse"), ("Deployment", "mol-synapse"), ("Ingress", "mol-synapse"),
+                         ("Ingress", "mol-synapse-wellknown")}, differing
     assert pods_after["synapse"] != pods_before["synapse"], "the Synapse pod was not rolled"
+    ingress = json.loads(kube.kubectl("get", "ingress", "mol-synapse", "-n", namespace, "-o", "json").stdout)
+    assert ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-body-size"] == "77m"
     for app in ("postgres", "element", "coturn"):
         assert pods_after[app] == pods_before[app], f"{app} pod was rolled"
     config = json.loads(kube.kubectl("get", "configmap", "mol-synapse", "-n", namespace, "-o", "json").stdout)
