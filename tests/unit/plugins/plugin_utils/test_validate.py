@@ -20,7 +20,7 @@ from helpers import stack_vars  # noqa: E402
 from ansible.template import trust_as_template  # noqa: E402
 from ansible_collections.matrix.stack.plugins.plugin_utils._validate import checks, collect  # noqa: E402
 
-EXTERNAL_DB = {"postgres_mode": "external", "postgres_external_password_secret_name": "db"}
+EXTERNAL_DB = {"postgres_mode": "external", "postgres_external_password_secret_name": "db", "postgres_external_ssl_ca_secret_name": "db-ca"}
 BACKUP = {"backup_schedule_enabled": True, "backup_image": "registry.test/backup:1", "backup_allow_unencrypted_secrets": True,
           "networkpolicy_kube_api_peers": [{"ipBlock": {"cidr": "10.0.0.1/32"}}]}
 OIDC = {"idp_id": "kc", "issuer": "https://sso.example.com/", "client_id": "synapse", "client_secret_secret_name": "kc"}
@@ -70,7 +70,7 @@ CASES = [
     ("turn-port-range", {"coturn_listening_port": 70000}, "coturn_listening_port", "1 to 65535"),
     ("external-port-zero", {**EXTERNAL_DB, "postgres_external_host": "203.0.113.5", "postgres_external_port": 0},
      "postgres_external_port", "1 to 65535"),
-    ("external-db-verify-without-ca", {**EXTERNAL_DB, "postgres_external_host": "db.internal.example"},
+    ("external-db-verify-without-ca", {**EXTERNAL_DB, "postgres_external_host": "203.0.113.5", "postgres_external_ssl_ca_secret_name": ""},
      "postgres_external_sslmode", "postgres_external_ssl_ca_configmap_name"),
     ("external-db-two-cas", {**EXTERNAL_DB, "postgres_external_host": "203.0.113.5", "postgres_external_ssl_ca_secret_name": "ca",
                              "postgres_external_ssl_ca_configmap_name": "ca"}, "postgres_external_ssl_ca_configmap_name", "one of them"),
@@ -81,7 +81,7 @@ CASES = [
     ("external-db-same-client-keys", {**EXTERNAL_DB, "postgres_external_host": "203.0.113.5", "postgres_external_ssl_ca_secret_name": "ca",
                                       "postgres_external_ssl_client_key_key": "tls.crt"}, "postgres_external_ssl_client_key_key",
      "same key"),
-    ("extra-config-database", {"synapse_extra_config": {"database": {"args": {"sslrootcert": "/ca.crt"}}}}, "synapse_extra_config",
+    ("extra-config-database-tls", {"synapse_extra_config": {"database": {"args": {"sslrootcert": "/ca.crt"}}}}, "synapse_extra_config",
      "postgres_external_ssl_ca_secret_name"),
     ("smtp-port-negative", {**EMAIL, "synapse_email_smtp_port": -1}, "synapse_email_smtp_port", "1 to 65535"),
     ("metrics-port-in-relay-range", {"coturn_metrics_enabled": True, "coturn_metrics_port": 49200}, "coturn_metrics_port",
