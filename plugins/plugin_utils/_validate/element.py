@@ -12,7 +12,7 @@ BUILTIN_THEMES = ("light", "dark", "light-high-contrast")
 
 def rules(report):
     report.check("element_image_repository", checks.image_repository)
-    report.check("element_version", checks.version, r"^[0-9]+\.[0-9]+\.[0-9]+(-rc\.?[0-9]+)?$", "1.12.2")
+    report.check("element_version", checks.version, r"^[0-9]+\.[0-9]+\.[0-9]+(-rc\.?[0-9]+)?$", "1.12.30")
     report.check("element_image_digest", checks.optional(checks.digest))
     report.check("element_public_url", checks.url, ("https", "http"), False)
     _themes(report)
