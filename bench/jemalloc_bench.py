@@ -6,6 +6,13 @@ and once without, alternating for --rounds rounds. Each run: start, wait for /he
 workload (users registered, rooms created, messages sent, /sync) and RSS again (VmRSS and the peak VmHWM
 from /proc/<pid>/status); then --idle seconds idle and RSS once more. Prints one line per run and the
 medians with the jemalloc/glibc ratio.
+
+Measured on the 2-core test machine (Synapse 1.163.2, Debian libjemalloc2 5.3.0, load average ~15-25):
+  --rounds 2 --users 15 --messages 40: jemalloc start 123 / load 134 / idle 134 MiB,
+                                       glibc    start 119 / load 129 / idle 129 MiB (ratio 1.04)
+  --rounds 1 --users 40 --messages 120: jemalloc start 124 / load 158 / idle 158 MiB,
+                                        glibc    start 119 / load 155 / idle 155 MiB (ratio 1.02)
+Short runs show no saving; upstream preloads jemalloc against fragmentation over long uptimes.
 """
 
 import argparse
