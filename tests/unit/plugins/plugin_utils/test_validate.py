@@ -325,8 +325,8 @@ def test_inventory_is_valid(inventory):
 
 
 def test_molecule_scenario_is_valid():
-    scenario = stack_vars.loader().load_from_file(str(stack_vars.REPO / "molecule" / "default" / "vars" / "stack.yml"),
-                                                trusted_as_template=True)
+    path = stack_vars.REPO / "molecule" / "default" / "vars" / "stack.yml"
+    scenario = stack_vars.loader().load_from_file(str(path), trusted_as_template=True)
     assert stack_vars.problems(None, **scenario) == []
 
 
