@@ -89,8 +89,9 @@ def pid_alive(pid):
 
 
 class Cluster:
-    def __init__(self, directory=DEFAULT_DIR):
+    def __init__(self, directory=DEFAULT_DIR, images_dirs=(IMAGES_DIR,)):
         self.dir = Path(directory)
+        self.images_dirs = list(images_dirs)
         self.pki = self.dir / "pki"
         self.logs = self.dir / "logs"
         self.state_file = self.dir / "state.json"
@@ -264,8 +265,10 @@ class Cluster:
             raise SystemExit(f"missing cluster binaries: {', '.join(missing)}; run scripts/setup first")
         for point in realnode.mounts_under(self.dir):  # never let rmtree walk into a leftover mount
             subprocess.run(["umount", "-l", point], check=False, capture_output=True)
+        store = self.node.keep_image_store()
         shutil.rmtree(self.dir, ignore_errors=True)
         self.dir.mkdir(parents=True)
+        self.node.restore_image_store(store)
         ports = {"etcd_client": free_port(), "etcd_peer": free_port(), "apiserver": free_port()}
         self.save_state({"ports": ports, "pids": {}})
         node = self.node.prepare_state() if with_node else None
@@ -328,7 +331,7 @@ class Cluster:
         if node:
             log(f"starting the real node {REAL_NODE_NAME} (node IP {node['node_ip']} in network namespace {node['netns']})")
             try:
-                took = self.node.start([IMAGES_DIR], timeout)
+                took = self.node.start(self.images_dirs, timeout)
             except Exception:
                 log(f"the real node failed to start; logs in {self.logs}")
                 raise
@@ -491,8 +494,11 @@ def main():
     elif args.command == "import-images":
         if "real_node" not in cluster.state() or not cluster.running():
             raise SystemExit("no real node is running (scripts/cluster up)")
-        for archive in cluster.node.import_images([IMAGES_DIR]):
+        imported = cluster.node.import_images(cluster.images_dirs)
+        for archive in imported:
             print(f"imported {archive}")
+        if not imported:
+            print("every archive is already imported")
     elif args.command == "snapshot":
         # What the real node could leave on the host; diff one taken before `up` with one taken after `down`.
         print(json.dumps(realnode.machine_snapshot(), indent=1))

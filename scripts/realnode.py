@@ -181,6 +181,7 @@ class RealNode:
         self.api_endpoints(n)
         spawn("containerd", self.in_netns("containerd", f"--config={self.dir / 'containerd.toml'}"))
         self.cluster.wait_for("containerd", lambda: self.ctr("version", check=False).returncode == 0, timeout)
+        self.forget_containers()
         self.import_images(images_dirs)
         kubelet_dir = self.dir / "kubelet"
         spawn("kubelet", self.in_netns(
@@ -328,11 +329,47 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
         archives = sorted((self.bin / "images").glob("*.tar"))
         for directory in dirs:
             archives += sorted(Path(directory).glob("*.tar")) if Path(directory).is_dir() else []
+        # containerd's root survives `up` (see keep_image_store): an archive already imported is skipped.
+        record_path = self.dir / "containerd" / "root" / "matrix-stack-imported.json"
+        record = json.loads(record_path.read_text()) if record_path.exists() else {}
+        present = set(self.ctr("images", "ls", "-q").stdout.split())
+        imported = []
         for archive in archives:
-            result = self.ctr("images", "import", "--no-unpack=false", str(archive), check=False, timeout=600)
+            stat = Path(archive).stat()
+            key = f"{Path(archive).resolve()} {stat.st_size} {stat.st_mtime_ns}"
+            names = record.get(key)
+            if names and set(names) <= present:
+                continue
+            before = present
+            result = self.ctr("images", "import", "--no-unpack=false", str(archive), check=False, timeout=900)
             if result.returncode:
                 raise RuntimeError(f"ctr images import {archive} failed: {result.stderr.strip()}")
-        return archives
+            present = set(self.ctr("images", "ls", "-q").stdout.split())
+            record[key] = sorted(n for n in present - before if not n.startswith("sha256:")) or sorted(present)
+            imported.append(archive)
+        record_path.write_text(json.dumps(record, indent=1))
+        return imported
+
+    def keep_image_store(self):
+        """Move containerd's root (imported and unpacked images) out of the way of `up`'s fresh cluster directory."""
+        root = self.dir / "containerd" / "root"
+        if not root.is_dir() or mounts_under(root):
+            return None
+        kept = self.cluster.dir.parent / f".{self.cluster.dir.name}-containerd-root"
+        shutil.rmtree(kept, ignore_errors=True)
+        root.rename(kept)
+        return kept
+
+    def restore_image_store(self, kept):
+        if kept:
+            (self.dir / "containerd").mkdir(parents=True, exist_ok=True)
+            kept.rename(self.dir / "containerd" / "root")
+
+    def forget_containers(self):
+        """Remove every container and pod sandbox a previous run left in the kept containerd store (images stay)."""
+        for cid in self.ctr("containers", "ls", "-q").stdout.split():
+            self.ctr("tasks", "rm", "-f", cid, check=False)
+            self.ctr("containers", "rm", cid, check=False)
 
     def dns_objects(self):
         images = json.loads((self.bin / "images.json").read_text())

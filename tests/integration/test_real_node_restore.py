@@ -78,7 +78,7 @@ def test_down_restores_the_machine_and_up_clears_a_killed_run(tmp_path):
     reason = realnode.unavailable_reason(localcluster.NODE_BIN)
     assert reason is None, f"this machine cannot run the real node: {reason}"
     before = realnode.machine_snapshot()
-    cluster = localcluster.Cluster(tmp_path / "cluster")
+    cluster = localcluster.Cluster(tmp_path / "cluster", images_dirs=())  # the node's own images suffice
     try:
         # A run killed with its pods running: every process gone at once, nothing cleaned.
         cluster.up(timeout=120, real_node=True)
