@@ -85,8 +85,12 @@ def test_down_restores_the_machine_and_up_clears_a_killed_run(tmp_path):
         run_pod(cluster)
         index = cluster.node.index
         ids = pod_ids(cluster)
-        during = realnode.machine_snapshot()
-        assert f"matrix-stack-{index}" in " ".join(during["ip netns"])
+        # The snapshot sees a running node (so the comparison below can fail): its link, address, namespace,
+        # cgroups and mounts are all there.
+        seen = diff(without_other_clusters(before, index, tmp_path, pod_ids(cluster)),
+                    without_other_clusters(realnode.machine_snapshot(), index, tmp_path, pod_ids(cluster)))
+        for aspect in ("ip link", "ip addr", "ip netns", "cgroups", "mounts", "paths"):
+            assert seen.get(aspect, {}).get("left behind"), (aspect, seen)
         killed = list(cluster.state()["pids"].values()) + cluster.node.shim_pids()
         killed += cluster.node.cgroup_pids(cluster.node.names())
         for pid in killed:
