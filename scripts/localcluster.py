@@ -74,18 +74,7 @@ def free_port():
         return sock.getsockname()[1]
 
 
-def pid_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
-            return stat.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
+pid_alive = realnode.pid_alive
 
 
 class Cluster:
@@ -438,7 +427,9 @@ class Cluster:
 def provision(cluster):
     """Bind Pending PVCs of our StorageClass to fresh PVs, and delete released ones.
 
-    kwok has no volume plugins, so this stands in for a dynamic provisioner.
+    kwok has no volume plugins, so this stands in for a dynamic provisioner. The volumes are hostPath
+    directories under the cluster directory (so the real node's pods really store data there, and `up` wipes
+    them); they are world-writable because hostPath volumes ignore fsGroup and the stack runs as non-root.
     """
     # Imported here: the provisioner is the only part that needs the client.
     from kubernetes import client, config  # pylint: disable=import-outside-toplevel
@@ -453,6 +444,9 @@ def provision(cluster):
                 if (pvc.spec.storage_class_name or STORAGE_CLASS) != STORAGE_CLASS:
                     continue
                 name = f"pv-{pvc.metadata.uid}"
+                path = cluster.dir / "volumes" / name
+                path.mkdir(parents=True, exist_ok=True)
+                path.chmod(0o777)
                 body = client.V1PersistentVolume(
                     metadata=client.V1ObjectMeta(name=name, annotations={
                         "pv.kubernetes.io/provisioned-by": "local.matrix-stack.invalid/kwok"}),
@@ -460,7 +454,7 @@ def provision(cluster):
                         capacity={"storage": pvc.spec.resources.requests["storage"]},
                         access_modes=pvc.spec.access_modes, storage_class_name=STORAGE_CLASS,
                         persistent_volume_reclaim_policy="Delete",
-                        host_path=client.V1HostPathVolumeSource(path=f"/var/lib/kwok-volumes/{name}"),
+                        host_path=client.V1HostPathVolumeSource(path=str(path), type="Directory"),
                         claim_ref=client.V1ObjectReference(namespace=pvc.metadata.namespace, name=pvc.metadata.name,
                                                            uid=pvc.metadata.uid, kind="PersistentVolumeClaim")))
                 try:
@@ -471,6 +465,7 @@ def provision(cluster):
             for pv in core.list_persistent_volume().items:
                 if pv.spec.storage_class_name == STORAGE_CLASS and pv.status.phase in ("Released", "Failed"):
                     core.delete_persistent_volume(pv.metadata.name)
+                    shutil.rmtree(cluster.dir / "volumes" / pv.metadata.name, ignore_errors=True)
         except Exception as exc:  # pylint: disable=broad-except
             log(f"provisioner: {exc}")
         time.sleep(1)
