@@ -13,7 +13,7 @@ containerd, kubelet, kube-proxy, kube-router's NetworkPolicy controller and
 CoreDNS. It is labelled and tainted matrix-stack.test/node=real, so only pods
 that ask for it land there (REAL_NODE_NAMESPACE_ANNOTATIONS on their namespace).
 
-Usage: localcluster.py up|wait|down|status|logs|env|import-images|snapshot [--dir DIR] [--no-real-node]
+Usage: localcluster.py up|wait|down|status|logs|env|import-images|real-node|snapshot [--dir DIR] [--no-real-node]
 """
 
 import argparse
@@ -474,7 +474,7 @@ def provision(cluster):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=("up", "wait", "down", "status", "logs", "env", "import-images",
-                                            "snapshot", "provision", "apiproxy"))
+                                            "real-node", "snapshot", "provision", "apiproxy"))
     parser.add_argument("--dir", default=str(DEFAULT_DIR), help="state directory (default: .work/cluster)")
     parser.add_argument("--dest", default=str(WORK / "cluster-logs"), help="where `logs` copies the logs")
     parser.add_argument("--timeout", type=int, default=180)
@@ -494,6 +494,12 @@ def main():
             print(f"imported {archive}")
         if not imported:
             print("every archive is already imported")
+    elif args.command == "real-node":
+        # For scripts and playbooks: the node's name and the annotations that put a namespace's pods on it.
+        running = "real_node" in cluster.state() and cluster.running()
+        print(json.dumps({"name": REAL_NODE_NAME if running else None,
+                          "namespace_annotations": REAL_NODE_NAMESPACE_ANNOTATIONS}))
+        return 0 if running else 1
     elif args.command == "snapshot":
         # What the real node could leave on the host; diff one taken before `up` with one taken after `down`.
         print(json.dumps(realnode.machine_snapshot(), indent=1))
