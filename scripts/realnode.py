@@ -477,9 +477,9 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
         if "/var/lib/kubelet" not in record.get("paths", []):
             shutil.rmtree("/var/lib/kubelet", ignore_errors=True)
         if "/var/lib/cni" not in record.get("paths", []):
-            for path in (CNI_CACHE, CNI_CACHE.parent):
+            for cni_dir in (CNI_CACHE, CNI_CACHE.parent):
                 try:
-                    path.rmdir()
+                    cni_dir.rmdir()
                 except OSError:
                     pass
         netns = Path("/run/netns")
