@@ -1,6 +1,7 @@
 """`molecule test` of the default scenario: create, converge site.yml, idempotence (0 changed), verify, destroy.
 
-Runs on the local cluster here (MATRIX_STACK_CLUSTER_PROVIDER=local); users with Docker get kind.
+Runs on the local cluster here (MATRIX_STACK_CLUSTER_PROVIDER=local), its pods on the real node from the local
+test images; users with Docker get kind.
 """
 
 import os
@@ -10,7 +11,8 @@ import pytest
 
 from conftest import REPO, VENV_BIN, ansible_env
 
-pytestmark = [pytest.mark.kube, pytest.mark.slow]
+# Real pods on the local cluster's real node: two converges that wait for Synapse, users included.
+pytestmark = [pytest.mark.kube, pytest.mark.slow, pytest.mark.timeout(1800)]
 
 
 def test_molecule_default_scenario(kube_cluster):  # pylint: disable=unused-argument
