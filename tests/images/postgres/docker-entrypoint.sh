@@ -84,11 +84,11 @@ init_database() {
     echo "docker-entrypoint.sh: initialization complete" >&2
 }
 
-if [ "${1:0:1}" = "-" ]; then
+if [ "${1:-}" != "" ] && [ "${1:0:1}" = "-" ]; then
     set -- postgres "$@"
 fi
 
-if [ "$1" = postgres ]; then
+if [ "${1:-}" = postgres ]; then
     if [ "$(id -u)" = 0 ]; then
         mkdir -p "$PGDATA"
         chown -R postgres:postgres "$PGDATA" /var/run/postgresql
