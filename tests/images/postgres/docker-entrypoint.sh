@@ -14,6 +14,8 @@
 # Not implemented: POSTGRES_INITDB_WALDIR, the nss_wrapper for arbitrary UIDs (run as 999).
 set -Eeuo pipefail
 
+SOCKET_DIR=/var/run/postgresql
+
 fail() { echo "docker-entrypoint.sh: error: $*" >&2; exit 1; }
 
 # file_env NAME [DEFAULT]: NAME from NAME or from the file named by NAME_FILE.
@@ -73,7 +75,7 @@ init_database() {
     printf '\nhost all all all %s\n' "$auth" >> "$PGDATA/pg_hba.conf"
 
     # A server on the Unix socket only while the init scripts run.
-    pg_ctl -D "$PGDATA" -w -o "-c listen_addresses='' -p ${PGPORT:-5432}" start >&2
+    pg_ctl -D "$PGDATA" -w -o "-c listen_addresses='' -c unix_socket_directories=$SOCKET_DIR -p ${PGPORT:-5432}" start >&2
     export PGPASSWORD="${PGPASSWORD:-$POSTGRES_PASSWORD}"
     if [ "$POSTGRES_DB" != postgres ]; then
         psql_init --dbname postgres --set db="$POSTGRES_DB" <<<'CREATE DATABASE :"db";' >&2
@@ -89,6 +91,10 @@ if [ "${1:-}" != "" ] && [ "${1:0:1}" = "-" ]; then
 fi
 
 if [ "${1:-}" = postgres ]; then
+    # These binaries default to /tmp for the socket; the official (Debian-built) image uses this
+    # directory. Given first, so that a later `-c unix_socket_directories=...` still wins.
+    shift
+    set -- postgres -c "unix_socket_directories=$SOCKET_DIR" "$@"
     if [ "$(id -u)" = 0 ]; then
         mkdir -p "$PGDATA"
         chown -R postgres:postgres "$PGDATA" /var/run/postgresql
