@@ -267,7 +267,9 @@ def test_coturn_allocates_a_relay_with_synapse_credentials(stack):
             # coturn advertises coturn_external_ip and a port of the relay range of the defaults
             assert relay_ip == "203.0.113.10"
             assert 49152 <= relay_port <= 49251
-            good.create_permission("198.51.100.7")
+            # A permission only installs a rule in coturn: no packet is sent to the peer. A public address
+            # is allowed (every documentation range is in the default denied-peer-ip list), a private one not.
+            good.create_permission("8.8.8.8")
             with pytest.raises(TurnError) as private:
                 good.create_permission("10.0.0.1")
             assert private.value.code == 403
