@@ -1,13 +1,19 @@
 #!/usr/bin/env python
-"""A real Kubernetes control plane on 127.0.0.1 with kwok-simulated nodes.
+"""A real Kubernetes control plane on 127.0.0.1 with two kwok-simulated nodes and one real node.
 
 etcd, kube-apiserver, kube-controller-manager and kube-scheduler are the real
 programs (built from the pinned Kubernetes release by scripts/setup); kwok
-plays the kubelets, so pods are scheduled, admitted and marked Ready but no
-container ever runs. A tiny volume provisioner binds PersistentVolumeClaims so
-StatefulSets progress as they would on a real cluster.
+plays the kubelets of two nodes, so pods are scheduled, admitted and marked Ready
+but no container runs there. A tiny volume provisioner binds PersistentVolumeClaims
+so StatefulSets progress as they would on a real cluster.
 
-Usage: localcluster.py up|wait|down|status|logs|env [--dir DIR]
+The real node (scripts/realnode.py; on by default where the machine allows it,
+off with --no-real-node or MATRIX_STACK_REAL_NODE=0) runs pods for real:
+containerd, kubelet, kube-proxy, kube-router's NetworkPolicy controller and
+CoreDNS. It is labelled and tainted matrix-stack.test/node=real, so only pods
+that ask for it land there (REAL_NODE_NAMESPACE_ANNOTATIONS on their namespace).
+
+Usage: localcluster.py up|wait|down|status|logs|env|import-images|real-node|snapshot [--dir DIR] [--no-real-node]
 """
 
 import argparse
@@ -23,6 +29,9 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import realnode  # noqa: E402  pylint: disable=wrong-import-position
+
 REPO = Path(__file__).resolve().parent.parent
 WORK = REPO / ".work"
 BIN = WORK / "bin"
@@ -30,7 +39,29 @@ DEFAULT_DIR = WORK / "cluster"
 ETCD = os.environ.get("MATRIX_STACK_ETCD", str(BIN / "etcd"))
 STORAGE_CLASS = "standard"
 NODE_NAMES = ("kwok-node-0", "kwok-node-1")
-COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "provisioner")
+COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "provisioner",
+              *realnode.COMPONENTS)
+NODE_BIN = WORK / "node"
+# OCI/docker archives (*.tar) imported into the real node's containerd at `up` and by `import-images`.
+IMAGES_DIR = WORK / "images"
+NODE_SELECTOR_LABEL = "matrix-stack.test/node"
+KWOK_NODE_LABEL = {NODE_SELECTOR_LABEL: "kwok"}
+REAL_NODE_NAME = realnode.NODE_NAME
+# A namespace carrying these annotations has its pods placed on the real node by the API server's
+# PodNodeSelector and PodTolerationRestriction admission plugins.
+REAL_NODE_NAMESPACE_ANNOTATIONS = {
+    "scheduler.alpha.kubernetes.io/node-selector": f"{NODE_SELECTOR_LABEL}=real",
+    "scheduler.alpha.kubernetes.io/defaultTolerations": json.dumps(
+        [{"key": NODE_SELECTOR_LABEL, "operator": "Equal", "value": "real", "effect": "NoSchedule"}],
+        separators=(",", ":")),
+}
+
+
+def real_node_wanted(flag=None):
+    """--no-real-node wins, then MATRIX_STACK_REAL_NODE (0/1), then on."""
+    if flag is not None:
+        return flag
+    return os.environ.get("MATRIX_STACK_REAL_NODE", "1").strip().lower() not in ("0", "false", "no", "off")
 
 
 def log(msg):
@@ -43,27 +74,22 @@ def free_port():
         return sock.getsockname()[1]
 
 
-def pid_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
-            return stat.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
+pid_alive = realnode.pid_alive
 
 
 class Cluster:
-    def __init__(self, directory=DEFAULT_DIR):
+    def __init__(self, directory=DEFAULT_DIR, images_dirs=(IMAGES_DIR,)):
         self.dir = Path(directory)
+        self.images_dirs = list(images_dirs)
         self.pki = self.dir / "pki"
         self.logs = self.dir / "logs"
         self.state_file = self.dir / "state.json"
         self.kubeconfig = self.dir / "kubeconfig"
+        self.python = sys.executable
+        self.script = str(Path(__file__).resolve())
+        self.node = realnode.RealNode(self, NODE_BIN)
+
+    log = staticmethod(log)
 
     # ----- state -------------------------------------------------------
     def state(self):
@@ -81,7 +107,7 @@ class Cluster:
         return bool(pids) and all(pid_alive(pid) for pid in pids.values())
 
     # ----- PKI ---------------------------------------------------------
-    def make_pki(self, port):
+    def make_pki(self, port, node=None):
         from cryptography import x509
         from cryptography.hazmat.primitives import hashes, serialization
         from cryptography.hazmat.primitives.asymmetric import ec
@@ -112,7 +138,7 @@ class Cluster:
         write_key("ca", ca_key)
         write_cert("ca", ca_cert)
 
-        def issue(name, common_name, orgs=(), server=False):
+        def issue(name, common_name, orgs=(), server=False, ips=()):
             key = ec.generate_private_key(ec.SECP256R1())
             attrs = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
             attrs += [x509.NameAttribute(NameOID.ORGANIZATION_NAME, org) for org in orgs]
@@ -125,6 +151,7 @@ class Cluster:
                     x509.DNSName("localhost"), x509.DNSName("kubernetes"), x509.DNSName("kubernetes.default"),
                     x509.DNSName("kubernetes.default.svc"), x509.DNSName("kubernetes.default.svc.cluster.local"),
                     x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.IPAddress(ipaddress.ip_address("10.96.0.1")),
+                    *(x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips),
                 ]), critical=False)
                 usage = x509.oid.ExtendedKeyUsageOID.SERVER_AUTH
             else:
@@ -133,11 +160,18 @@ class Cluster:
             write_key(name, key)
             write_cert(name, builder.sign(ca_key, hashes.SHA256()))
 
-        issue("apiserver", "kube-apiserver", server=True)
+        issue("apiserver", "kube-apiserver", server=True, ips=[node["host_ip"]] if node else [])
         issue("admin", "matrix-stack-admin", orgs=("system:masters",))
         issue("controller-manager", "system:kube-controller-manager")
         issue("scheduler", "system:kube-scheduler")
         issue("kwok", "kwok-controller", orgs=("system:masters",))
+        # The API server's identity towards kubelets, and the real node's components.
+        issue("apiserver-kubelet-client", "kube-apiserver-kubelet-client", orgs=("system:masters",))
+        if node:
+            issue("kubelet", f"system:node:{REAL_NODE_NAME}", orgs=("system:nodes",))
+            issue("kubelet-serving", f"system:node:{REAL_NODE_NAME}", server=True, ips=[node["node_ip"]])
+            issue("kube-proxy", "system:kube-proxy")
+            issue("kube-router", "matrix-stack:kube-router")
         sa_key = ec.generate_private_key(ec.SECP256R1())
         write_key("sa", sa_key)
         (self.pki / "sa.pub").write_bytes(sa_key.public_key().public_bytes(
@@ -147,14 +181,16 @@ class Cluster:
             path = self.dir / ("kubeconfig" if user == "admin" else f"{user}.kubeconfig")
             self.write_kubeconfig(path, user, port)
 
-    def write_kubeconfig(self, path, user, port):
+    def write_kubeconfig(self, path, user, port=None, server=None):
+        server = server or f"https://127.0.0.1:{port}"
+
         def b64(name):
             return base64.b64encode((self.pki / name).read_bytes()).decode()
 
         config = {
             "apiVersion": "v1", "kind": "Config",
             "clusters": [{"name": "matrix-stack-local", "cluster": {
-                "server": f"https://127.0.0.1:{port}", "certificate-authority-data": b64("ca.crt")}}],
+                "server": server, "certificate-authority-data": b64("ca.crt")}}],
             "users": [{"name": user, "user": {
                 "client-certificate-data": b64(f"{user}.crt"), "client-key-data": b64(f"{user}.key")}}],
             "contexts": [{"name": "matrix-stack-local", "context": {"cluster": "matrix-stack-local", "user": user}}],
@@ -197,22 +233,35 @@ class Cluster:
             return ""
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
-    def up(self, timeout=180):
+    def up(self, timeout=180, real_node=None):
         if self.running():
             log(f"already running (kubeconfig {self.kubeconfig})")
             return
         self.down(quiet=True)
+        with_node = real_node_wanted(real_node)
+        if with_node:
+            reason = realnode.unavailable_reason(NODE_BIN)
+            if reason:
+                log(f"no real node: {reason}; only the kwok nodes will run (MATRIX_STACK_REAL_NODE=0 to silence this)")
+                with_node = False
+        else:
+            log("no real node (--no-real-node or MATRIX_STACK_REAL_NODE=0): only the kwok nodes will run")
         missing = [str(BIN / b) for b in ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kwok")
                    if not (BIN / b).exists()]
         if not Path(ETCD).exists():
             missing.append(ETCD)
         if missing:
             raise SystemExit(f"missing cluster binaries: {', '.join(missing)}; run scripts/setup first")
+        for point in realnode.mounts_under(self.dir):  # never let rmtree walk into a leftover mount
+            subprocess.run(["umount", "-l", point], check=False, capture_output=True)
+        store = self.node.keep_image_store()
         shutil.rmtree(self.dir, ignore_errors=True)
         self.dir.mkdir(parents=True)
+        self.node.restore_image_store(store)
         ports = {"etcd_client": free_port(), "etcd_peer": free_port(), "apiserver": free_port()}
         self.save_state({"ports": ports, "pids": {}})
-        self.make_pki(ports["apiserver"])
+        node = self.node.prepare_state() if with_node else None
+        self.make_pki(ports["apiserver"], node)
         pki = self.pki
         etcd_url = f"http://127.0.0.1:{ports['etcd_client']}"
         peer_url = f"http://127.0.0.1:{ports['etcd_peer']}"
@@ -231,10 +280,14 @@ class Cluster:
             f"--client-ca-file={pki / 'ca.crt'}", f"--service-account-key-file={pki / 'sa.pub'}",
             f"--service-account-signing-key-file={pki / 'sa.key'}",
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-            "--authorization-mode=RBAC", "--allow-privileged=true",
+            "--authorization-mode=Node,RBAC", "--allow-privileged=true",
             "--enable-admission-plugins=NamespaceLifecycle,LimitRanger,ServiceAccount,PodSecurity,"
             "DefaultStorageClass,ResourceQuota,DefaultTolerationSeconds,MutatingAdmissionWebhook,"
-            "ValidatingAdmissionWebhook,ValidatingAdmissionPolicy",
+            "ValidatingAdmissionWebhook,ValidatingAdmissionPolicy,NodeRestriction,PodNodeSelector,"
+            "PodTolerationRestriction",
+            f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
+            f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
+            f"--kubelet-certificate-authority={pki / 'ca.crt'}", "--kubelet-preferred-address-types=InternalIP",
             "--profiling=false", "--v=1",
         ])
         self.wait_for("the API server to answer /readyz",
@@ -264,6 +317,14 @@ class Cluster:
         self.spawn("provisioner", [sys.executable, str(Path(__file__).resolve()), "provision",
                                    f"--dir={self.dir}"])
         self.bootstrap_objects()
+        if node:
+            log(f"starting the real node {REAL_NODE_NAME} (node IP {node['node_ip']} in network namespace {node['netns']})")
+            try:
+                took = self.node.start(self.images_dirs, timeout)
+            except Exception:
+                log(f"the real node failed to start; logs in {self.logs}")
+                raise
+            log(f"real node Ready with CoreDNS in {took:.1f} s")
         self.wait(timeout)
         log(f"ready: export KUBECONFIG={self.kubeconfig}")
 
@@ -271,7 +332,8 @@ class Cluster:
         nodes = [{
             "apiVersion": "v1", "kind": "Node",
             "metadata": {"name": name, "annotations": {"kwok.x-k8s.io/node": "fake"},
-                         "labels": {"type": "kwok", "kubernetes.io/hostname": name, "kubernetes.io/os": "linux",
+                         "labels": {"type": "kwok", **KWOK_NODE_LABEL, "kubernetes.io/hostname": name,
+                                    "kubernetes.io/os": "linux",
                                     "kubernetes.io/arch": "amd64", "topology.kubernetes.io/zone": "local"}},
             "status": {"allocatable": {"cpu": "32", "memory": "128Gi", "pods": "110", "ephemeral-storage": "500Gi"},
                        "capacity": {"cpu": "32", "memory": "128Gi", "pods": "110", "ephemeral-storage": "500Gi"}},
@@ -283,7 +345,20 @@ class Cluster:
             "provisioner": "local.matrix-stack.invalid/kwok", "reclaimPolicy": "Delete",
             "volumeBindingMode": "Immediate", "allowVolumeExpansion": True,
         }
-        manifest = json.dumps({"apiVersion": "v1", "kind": "List", "items": [*nodes, storage_class]})
+        kube_router = [
+            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "matrix-stack:kube-router"},
+             "rules": [{"apiGroups": [""], "resources": ["namespaces", "pods", "services", "nodes", "endpoints"],
+                        "verbs": ["get", "list", "watch"]},
+                       {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"],
+                        "verbs": ["get", "list", "watch"]},
+                       {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"],
+                        "verbs": ["get", "list", "watch"]}]},
+            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+             "metadata": {"name": "matrix-stack:kube-router"},
+             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "matrix-stack:kube-router"},
+             "subjects": [{"kind": "User", "name": "matrix-stack:kube-router", "apiGroup": "rbac.authorization.k8s.io"}]},
+        ]
+        manifest = json.dumps({"apiVersion": "v1", "kind": "List", "items": [*nodes, storage_class, *kube_router]})
         self.wait_for("the default service account controller",
                       lambda: self.kubectl("apply", "-f", "-", input_text=manifest, check=False).returncode == 0, 60)
 
@@ -293,7 +368,8 @@ class Cluster:
             if result.returncode:
                 return False
             items = json.loads(result.stdout)["items"]
-            return len(items) >= len(NODE_NAMES) and all(
+            expected = len(NODE_NAMES) + (1 if "real_node" in self.state() else 0)
+            return len(items) >= expected and all(
                 any(c["type"] == "Ready" and c["status"] == "True" for c in n.get("status", {}).get("conditions", []))
                 for n in items)
 
@@ -305,6 +381,8 @@ class Cluster:
         self.wait_for("the default ServiceAccount", default_sa, timeout)
 
     def down(self, quiet=False):
+        # The real node first, while the API server can still delete its pods.
+        self.node.stop(quiet=quiet)
         pids = self.state().get("pids", {})
         for name in reversed(COMPONENTS):
             pid = pids.get(name)
@@ -332,6 +410,8 @@ class Cluster:
             return 1
         for name in COMPONENTS:
             pid = pids.get(name)
+            if name in realnode.COMPONENTS and name not in pids:
+                continue
             print(f"{name:25} pid {pid or '-':>8} {'running' if pid and pid_alive(pid) else 'STOPPED'}")
         print(f"kubeconfig: {self.kubeconfig}")
         return 0 if self.running() else 1
@@ -347,7 +427,9 @@ class Cluster:
 def provision(cluster):
     """Bind Pending PVCs of our StorageClass to fresh PVs, and delete released ones.
 
-    kwok has no volume plugins, so this stands in for a dynamic provisioner.
+    kwok has no volume plugins, so this stands in for a dynamic provisioner. The volumes are hostPath
+    directories under the cluster directory (so the real node's pods really store data there, and `up` wipes
+    them); they are world-writable because hostPath volumes ignore fsGroup and the stack runs as non-root.
     """
     # Imported here: the provisioner is the only part that needs the client.
     from kubernetes import client, config  # pylint: disable=import-outside-toplevel
@@ -362,6 +444,9 @@ def provision(cluster):
                 if (pvc.spec.storage_class_name or STORAGE_CLASS) != STORAGE_CLASS:
                     continue
                 name = f"pv-{pvc.metadata.uid}"
+                path = cluster.dir / "volumes" / name
+                path.mkdir(parents=True, exist_ok=True)
+                path.chmod(0o777)
                 body = client.V1PersistentVolume(
                     metadata=client.V1ObjectMeta(name=name, annotations={
                         "pv.kubernetes.io/provisioned-by": "local.matrix-stack.invalid/kwok"}),
@@ -369,7 +454,7 @@ def provision(cluster):
                         capacity={"storage": pvc.spec.resources.requests["storage"]},
                         access_modes=pvc.spec.access_modes, storage_class_name=STORAGE_CLASS,
                         persistent_volume_reclaim_policy="Delete",
-                        host_path=client.V1HostPathVolumeSource(path=f"/var/lib/kwok-volumes/{name}"),
+                        host_path=client.V1HostPathVolumeSource(path=str(path), type="Directory"),
                         claim_ref=client.V1ObjectReference(namespace=pvc.metadata.namespace, name=pvc.metadata.name,
                                                            uid=pvc.metadata.uid, kind="PersistentVolumeClaim")))
                 try:
@@ -380,6 +465,7 @@ def provision(cluster):
             for pv in core.list_persistent_volume().items:
                 if pv.spec.storage_class_name == STORAGE_CLASS and pv.status.phase in ("Released", "Failed"):
                     core.delete_persistent_volume(pv.metadata.name)
+                    shutil.rmtree(cluster.dir / "volumes" / pv.metadata.name, ignore_errors=True)
         except Exception as exc:  # pylint: disable=broad-except
             log(f"provisioner: {exc}")
         time.sleep(1)
@@ -387,14 +473,38 @@ def provision(cluster):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=("up", "wait", "down", "status", "logs", "env", "provision"))
+    parser.add_argument("command", choices=("up", "wait", "down", "status", "logs", "env", "import-images",
+                                            "real-node", "snapshot", "provision", "apiproxy"))
     parser.add_argument("--dir", default=str(DEFAULT_DIR), help="state directory (default: .work/cluster)")
     parser.add_argument("--dest", default=str(WORK / "cluster-logs"), help="where `logs` copies the logs")
     parser.add_argument("--timeout", type=int, default=180)
+    parser.add_argument("--no-real-node", dest="real_node", action="store_const", const=False, default=None,
+                        help="only the kwok nodes (also MATRIX_STACK_REAL_NODE=0)")
+    parser.add_argument("--listen", help=argparse.SUPPRESS)
+    parser.add_argument("--target", help=argparse.SUPPRESS)
     args = parser.parse_args()
     cluster = Cluster(args.dir)
     if args.command == "up":
-        cluster.up(args.timeout)
+        cluster.up(args.timeout, real_node=args.real_node)
+    elif args.command == "import-images":
+        if "real_node" not in cluster.state() or not cluster.running():
+            raise SystemExit("no real node is running (scripts/cluster up)")
+        imported = cluster.node.import_images(cluster.images_dirs)
+        for archive in imported:
+            print(f"imported {archive}")
+        if not imported:
+            print("every archive is already imported")
+    elif args.command == "real-node":
+        # For scripts and playbooks: the node's name and the annotations that put a namespace's pods on it.
+        running = "real_node" in cluster.state() and cluster.running()
+        print(json.dumps({"name": REAL_NODE_NAME if running else None,
+                          "namespace_annotations": REAL_NODE_NAMESPACE_ANNOTATIONS}))
+        return 0 if running else 1
+    elif args.command == "snapshot":
+        # What the real node could leave on the host; diff one taken before `up` with one taken after `down`.
+        print(json.dumps(realnode.machine_snapshot(), indent=1))
+    elif args.command == "apiproxy":
+        realnode.forward(args.listen, args.target)
     elif args.command == "wait":
         cluster.wait(args.timeout)
     elif args.command == "down":

@@ -70,12 +70,13 @@ def kube_cluster():
 def kube_namespace(kube_cluster):
     created = []
 
-    def make(restricted=True, prefix="t"):
+    def make(restricted=True, prefix="t", annotations=None):
         name = f"{prefix}-{secrets.token_hex(4)}"
         labels = {}
         if restricted:
             labels = {f"pod-security.kubernetes.io/{mode}": "restricted" for mode in ("enforce", "audit", "warn")}
-        manifest = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}}
+        manifest = {"apiVersion": "v1", "kind": "Namespace",
+                    "metadata": {"name": name, "labels": labels, "annotations": annotations or {}}}
         kube_cluster.kubectl("create", "-f", "-", input=json.dumps(manifest))
         created.append(name)
         # Pods are refused until the controller-manager has made the namespace's default ServiceAccount,
@@ -86,6 +87,24 @@ def kube_namespace(kube_cluster):
     yield make
     for name in created:
         kube_cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture
+def real_node_namespace(kube_cluster, kube_namespace):
+    """Like kube_namespace (restricted), but the API server places its pods on the real node, where they really run.
+
+    Fails (never skips) when the cluster has no real node: scripts/cluster up says why it started without one.
+    """
+    node = kube_cluster.kubectl("get", "node", localcluster.REAL_NODE_NAME, check=False)
+    if node.returncode:
+        pytest.fail(f"the local cluster has no real node ({node.stderr.strip()}); see the `scripts/cluster up` output "
+                    f"for the reason (root, scripts/setup) and {kube_cluster.cluster.logs}")
+
+    def make(restricted=True, prefix="rn"):
+        return kube_namespace(restricted=restricted, prefix=prefix,
+                              annotations=localcluster.REAL_NODE_NAMESPACE_ANNOTATIONS)
+
+    return make
 
 
 # ----- PostgreSQL, Synapse, coturn --------------------------------------------------------------
