@@ -614,7 +614,7 @@ def forward(listen, target):
                     pass
 
     while True:
-        client, _ = server.accept()
+        client, _peer = server.accept()
         try:
             upstream = socket.create_connection((target_host, int(target_port)), timeout=5)
             upstream.settimeout(None)

@@ -45,3 +45,11 @@ REAL_PROGRAMS_VARS = {
         "X-Matrix-Stack-Test": 'say "hi" \\ to $host, $1',
     },
 }
+
+
+def first(items):
+    """The first of ``items``: a failure that says so when there is none (``next`` would raise StopIteration,
+    which a generator fixture turns into a confusing RuntimeError)."""
+    for item in items:
+        return item
+    raise AssertionError("no rendered object or field matched")

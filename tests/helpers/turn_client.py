@@ -78,7 +78,7 @@ class TurnClient:
             header = struct.pack("!HHI", method, len(body) + 24, MAGIC) + txid
             body += _attr(ATTR_MESSAGE_INTEGRITY, hmac.new(key, header + body, hashlib.sha1).digest())
         self.sock.sendall(struct.pack("!HHI", method, len(body), MAGIC) + txid + body)
-        kind, length, _ = struct.unpack("!HHI", self._recv(8))
+        kind, length, _magic = struct.unpack("!HHI", self._recv(8))
         rest = self._recv(12 + length)
         if rest[:12] != txid:
             raise ConnectionError("answer to another transaction")

@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers.rendered import REAL_PROGRAMS_VARS, render_stack
+from helpers.rendered import REAL_PROGRAMS_VARS, first, render_stack
 from helpers.services import CoturnServer
 
 UCLIENT = "/usr/bin/turnutils_uclient"
@@ -62,18 +62,18 @@ def tls_coturn(run_playbook):
     root = Path(tempfile.mkdtemp(prefix="matrix-stack-turns-"))
     server = None
     try:
-        conf = next(obj for (kind, name), obj in objects.items()
+        conf = first(obj for (kind, name), obj in objects.items()
                     if kind == "ConfigMap" and name.endswith("-coturn"))["data"]["turnserver.conf"]
-        deployment = next(obj for (kind, name), obj in objects.items()
+        deployment = first(obj for (kind, name), obj in objects.items()
                           if kind == "Deployment" and name.endswith("-coturn"))
-        homeserver = yaml.safe_load(next(obj for (kind, name), obj in objects.items()
+        homeserver = yaml.safe_load(first(obj for (kind, name), obj in objects.items()
                                          if kind == "ConfigMap" and name.endswith("-synapse"))["data"]["homeserver.yaml"])
         # The Secret's files, where the Deployment mounts them.
         spec = deployment["spec"]["template"]["spec"]
-        mount = next(m for m in spec["containers"][0]["volumeMounts"] if m["name"] == "tls")
-        volume = next(v for v in spec["volumes"] if v["name"] == "tls")
+        mount = first(m for m in spec["containers"][0]["volumeMounts"] if m["name"] == "tls")
+        volume = first(v for v in spec["volumes"] if v["name"] == "tls")
         ca_key, ca_cert = make_ca(root, "ca")
-        host = re.search(r"^turns:([^:]+):", next(u for u in homeserver["turn_uris"] if u.startswith("turns:"))).group(1)
+        host = re.search(r"^turns:([^:]+):", first(u for u in homeserver["turn_uris"] if u.startswith("turns:"))).group(1)
         tls_dir = root / mount["mountPath"].lstrip("/")
         tls_dir.mkdir(parents=True)
         (root / "san.ext").write_text(f"subjectAltName=DNS:{host},IP:127.0.0.1\n")

@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers.rendered import REAL_PROGRAMS_VARS, render_stack
+from helpers.rendered import REAL_PROGRAMS_VARS, first, render_stack
 from helpers.services import free_port, stop_pid, wait_until
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -63,7 +63,7 @@ def element_pod(run_playbook):
         # Mounts: ConfigMap files (read-only), emptyDirs (writable). Nothing else is writable for nginx.
         mounts = {}
         for mount in container["volumeMounts"]:
-            volume = next(v for v in spec["volumes"] if v["name"] == mount["name"])
+            volume = first(v for v in spec["volumes"] if v["name"] == mount["name"])
             local = root / mount["mountPath"].lstrip("/")
             if "configMap" in volume:
                 local.parent.mkdir(parents=True, exist_ok=True)

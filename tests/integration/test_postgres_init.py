@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers.rendered import REAL_PROGRAMS_VARS, render_stack
+from helpers.rendered import REAL_PROGRAMS_VARS, first, render_stack
 from helpers.services import PG_BIN, free_port, stop_pid, wait_until
 
 pytestmark = pytest.mark.integration
@@ -69,9 +69,9 @@ def as_postgres(argv, env, **kwargs):
 @pytest.fixture(scope="module")
 def initialised(run_playbook):
     objects = render_stack(run_playbook, extra_vars=REAL_PROGRAMS_VARS)
-    statefulset = next(o for (k, n), o in objects.items() if k == "StatefulSet" and n.endswith("-postgres"))
-    init_cm = next(o for (k, n), o in objects.items() if k == "ConfigMap" and n.endswith("-postgres-init"))
-    synapse_cm = next(o for (k, n), o in objects.items() if k == "ConfigMap" and n.endswith("-synapse"))
+    statefulset = first(o for (k, n), o in objects.items() if k == "StatefulSet" and n.endswith("-postgres"))
+    init_cm = first(o for (k, n), o in objects.items() if k == "ConfigMap" and n.endswith("-postgres-init"))
+    synapse_cm = first(o for (k, n), o in objects.items() if k == "ConfigMap" and n.endswith("-synapse"))
     spec = statefulset["spec"]["template"]["spec"]
     container = spec["containers"][0]
     env = {e["name"]: e["value"] for e in container["env"]}

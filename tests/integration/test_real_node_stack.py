@@ -28,7 +28,6 @@ import subprocess
 import time
 import urllib.request
 from contextlib import contextmanager
-from pathlib import Path
 
 import pytest
 
@@ -291,7 +290,7 @@ def test_scheduled_backup_job_writes_a_verified_set(stack, run_playbook):
     claim = stack.get("pvc", f"{INSTANCE}-backup")
     volume = json.loads(stack.kube.kubectl("get", "pv", claim["spec"]["volumeName"], "-o", "json").stdout)
     repository = volume["spec"]["hostPath"]["path"]
-    verified, _ = run_backup_module(run_playbook, stack.tmp, {
+    verified, _output = run_backup_module(run_playbook, stack.tmp, {
         "mode": "verify", "dest": repository, "encryption": {"identity_file": str(stack.identity_file)},
         "database": {"pg_bin_dir": PG_BIN}})
     assert len(verified["sets"]) == 1, verified
