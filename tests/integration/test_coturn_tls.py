@@ -63,11 +63,11 @@ def tls_coturn(run_playbook):
     server = None
     try:
         conf = first(obj for (kind, name), obj in objects.items()
-                    if kind == "ConfigMap" and name.endswith("-coturn"))["data"]["turnserver.conf"]
+                     if kind == "ConfigMap" and name.endswith("-coturn"))["data"]["turnserver.conf"]
         deployment = first(obj for (kind, name), obj in objects.items()
-                          if kind == "Deployment" and name.endswith("-coturn"))
+                           if kind == "Deployment" and name.endswith("-coturn"))
         homeserver = yaml.safe_load(first(obj for (kind, name), obj in objects.items()
-                                         if kind == "ConfigMap" and name.endswith("-synapse"))["data"]["homeserver.yaml"])
+                                          if kind == "ConfigMap" and name.endswith("-synapse"))["data"]["homeserver.yaml"])
         # The Secret's files, where the Deployment mounts them.
         spec = deployment["spec"]["template"]["spec"]
         mount = first(m for m in spec["containers"][0]["volumeMounts"] if m["name"] == "tls")
