@@ -362,6 +362,7 @@ GOOD = [
     ("nodeport", {"coturn_service_type": "NodePort", "coturn_relay_min_port": 31000, "coturn_relay_max_port": 31099}),
     ("tolerations", {"synapse_tolerations": [{"key": "dedicated", "operator": "Equal", "value": "matrix", "effect": "NoSchedule"},
                                              {"operator": "Exists", "tolerationSeconds": 30}]}),
+    ("header-quotes-backslash-dollar", {"element_security_headers": {"X-Test": 'say "hi" \\ to $host; then'}}),
     ("db-public-ip", {**EXTERNAL_DB, "postgres_external_host": "203.0.114.5"}),
     ("db-dns-with-peers", {**EXTERNAL_DB, "postgres_external_host": "db.example.internal",
                            "networkpolicy_postgres_external_peers": [{"ipBlock": {"cidr": "10.0.12.0/24", "except": ["10.0.12.1/32"]}}]}),
