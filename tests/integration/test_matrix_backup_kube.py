@@ -229,9 +229,15 @@ def exec_node(kube_cluster, namespace, tmp_path, envs):
     node = "mb-exec-%s" % secrets.token_hex(3)
     port = free_port()
     cert, key = tmp_path / "kwok.crt", tmp_path / "kwok.key"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
-                    "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
-                   check=True, capture_output=True)
+    # The API server verifies kubelets against the cluster CA (--kubelet-certificate-authority): sign the
+    # serving certificate of this kwok "kubelet" with it.
+    pki = kube_cluster.cluster.pki
+    subprocess.run(["openssl", "req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(tmp_path / "kwok.csr"),
+                    "-subj", "/CN=127.0.0.1"], check=True, capture_output=True)
+    (tmp_path / "kwok.ext").write_text("subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
+    subprocess.run(["openssl", "x509", "-req", "-in", str(tmp_path / "kwok.csr"), "-CA", str(pki / "ca.crt"),
+                    "-CAkey", str(pki / "ca.key"), "-CAcreateserial", "-CAserial", str(tmp_path / "ca.srl"), "-days", "1",
+                    "-extfile", str(tmp_path / "kwok.ext"), "-out", str(cert)], check=True, capture_output=True)
     cfg = tmp_path / "kwok.yaml"
     docs = [{"kind": "KwokConfiguration", "apiVersion": "config.kwok.x-k8s.io/v1alpha1", "options": {}},
             {"kind": "ClusterExec", "apiVersion": "kwok.x-k8s.io/v1alpha1", "metadata": {"name": node},
