@@ -76,6 +76,18 @@ def bounded_stdin_command(command, size):
     return ["sh", "-c", 'head -c "$0" | "$@"', str(int(size))] + list(command)
 
 
+def bearer_headers(configuration):
+    """The Authorization header of the client's configuration (a refreshed in-cluster token included).
+
+    Read from ``auth_settings()`` rather than through ``ApiClient.update_params_for_auth``, whose signature
+    changed in kubernetes 35 (three more positional arguments).
+    """
+    auth = configuration.auth_settings().get("BearerToken") or {}
+    if auth.get("in") == "header" and auth.get("value"):
+        return {auth["key"].lower(): auth["value"]}
+    return {}
+
+
 class PodExec(ReadStream):
     """One exec session. Use as a context manager; read stdout with read(); call wait() for the rc."""
 
@@ -89,9 +101,7 @@ class PodExec(ReadStream):
             if stdin_size is None:
                 raise ExecError("stdin needs its size up front (stdin_size)")
             command = bounded_stdin_command(command, stdin_size)
-        headers = {}
-        api_client.update_params_for_auth(headers, [], ["BearerToken"])
-        headers = {k.lower(): v for k, v in headers.items()}
+        headers = bearer_headers(api_client.configuration)
         headers["sec-websocket-protocol"] = PROTOCOLS
         url = exec_url(api_client, namespace, pod, command, container, stdin is not None)
         try:

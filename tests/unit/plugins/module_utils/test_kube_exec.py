@@ -123,3 +123,17 @@ def test_exec_url_repeats_command():
     url = ke.exec_url(Api(), "ns", "pod", ["sh", "-c", "echo a&b"], container="c", stdin=True)
     assert url.startswith("wss://127.0.0.1:6443/api/v1/namespaces/ns/pods/pod/exec?")
     assert "command=sh&command=-c&command=echo+a%26b" in url and "stdin=true" in url and "container=c" in url
+
+
+def test_bearer_headers_from_a_real_client_configuration():
+    from kubernetes.client import Configuration  # pylint: disable=import-outside-toplevel
+
+    config = Configuration()
+    config.api_key = {"authorization": "t0ken"}
+    config.api_key_prefix = {"authorization": "Bearer"}
+    assert ke.bearer_headers(config) == {"authorization": "Bearer t0ken"}
+    # A refresh hook (in-cluster config re-reads the projected token) runs before the header is made.
+    config.refresh_api_key_hook = lambda conf: conf.api_key.update(authorization="fresh")
+    assert ke.bearer_headers(config) == {"authorization": "Bearer fresh"}
+    # Its twin: client-certificate authentication sends no Authorization header.
+    assert ke.bearer_headers(Configuration()) == {}
