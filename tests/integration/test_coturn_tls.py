@@ -155,3 +155,30 @@ def test_turns_allocation_with_synapse_credentials(tls_coturn):
     bad = uclient(username, "wrong" + password)
     assert bad.returncode != 0, (bad.stdout + bad.stderr)[-3000:]
     assert "Cannot complete Allocation" in bad.stdout + bad.stderr
+
+
+def test_default_denied_peers_keep_public_ipv4_relayable(run_playbook, tmp_path):
+    """The default denied-peer-ip list, run by the real coturn: private and documentation peers are refused,
+    public IPv4 peers are not (a "::" range in the list once made coturn refuse every IPv4 peer).
+    A permission only installs a rule in coturn: no packet is sent to any peer."""
+    from helpers.turn_client import TurnClient, TurnError  # pylint: disable=import-outside-toplevel
+
+    objects = render_stack(run_playbook, extra_vars=REAL_PROGRAMS_VARS)
+    conf = first(obj for (kind, name), obj in objects.items()
+                 if kind == "ConfigMap" and name.endswith("-coturn"))["data"]["turnserver.conf"]
+    secret = secrets.token_urlsafe(24)
+    kept = [line for line in conf.splitlines() if not line.startswith(("cert=", "pkey=", "tls-listening-port"))]
+    server = CoturnServer("\n".join(kept + [f"static-auth-secret={secret}"]), tmp_path).start()
+    try:
+        user = "%d:@alice:example.test" % (time.time() + 600)
+        password = base64.b64encode(hmac.new(secret.encode(), user.encode(), hashlib.sha1).digest()).decode()
+        with TurnClient("127.0.0.1", server.port, user, password) as client:
+            client.allocate()
+            for public in ("8.8.8.8", "1.1.1.1", "151.101.1.1"):
+                client.create_permission(public)
+            for private in ("10.0.0.1", "127.0.0.1", "169.254.169.254", "192.168.1.1", "203.0.113.5", "100.64.0.1"):
+                with pytest.raises(TurnError) as refused:
+                    client.create_permission(private)
+                assert refused.value.code == 403, private
+    finally:
+        server.stop()

@@ -88,6 +88,7 @@ def test_apply_mode_with_valid_input_creates_the_namespace(run_playbook, kube_cl
     namespace, env = cluster_inventory
     valid = {"matrix_stack_namespace": namespace, "matrix_stack_networkpolicy_enabled": False, "postgres_mode": "external",
              "postgres_external_host": "203.0.113.9", "postgres_external_password_secret_name": "absent-db",
+             "postgres_external_sslmode": "require",
              "matrix_users_manage": False}
     result = run_playbook(SITE, inventory=MINIMAL, env=env, extra_vars=valid)
     output = result.stdout + result.stderr

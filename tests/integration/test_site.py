@@ -31,7 +31,12 @@ def stack(kube_cluster, run_playbook, tmp_path_factory):
     inventory = tmp_path_factory.mktemp("site") / "hosts.yml"
     inventory.write_text(yaml.safe_dump({"all": {"hosts": {"cluster": {
         "ansible_connection": "local", "ansible_python_interpreter": "{{ ansible_playbook_python }}"}}}}))
-    env = {"K8S_AUTH_KUBECONFIG": kube_cluster.kubeconfig}
+    # The scenario's playbooks read what molecule's create step recorded; here the API-level run on the kwok
+    # nodes: no real-node annotations, the scenario's own (upstream) images, which kwok never pulls.
+    ephemeral = inventory.parent / "ephemeral"
+    ephemeral.mkdir()
+    (ephemeral / "cluster.json").write_text(json.dumps({"provider": "kwok", "namespace_annotations": {}}))
+    env = {"K8S_AUTH_KUBECONFIG": kube_cluster.kubeconfig, "MOLECULE_EPHEMERAL_DIRECTORY": str(ephemeral)}
     extra = {"matrix_stack_namespace": namespace}
 
     def play(name, more=None):
