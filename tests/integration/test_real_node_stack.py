@@ -28,6 +28,7 @@ import subprocess
 import time
 import urllib.request
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
@@ -289,7 +290,8 @@ def test_scheduled_backup_job_writes_a_verified_set(stack, run_playbook):
     assert finished() == "Complete", logs
     claim = stack.get("pvc", f"{INSTANCE}-backup")
     volume = json.loads(stack.kube.kubectl("get", "pv", claim["spec"]["volumeName"], "-o", "json").stdout)
-    repository = volume["spec"]["hostPath"]["path"]
+    # The job's dest is /backup/repository, with the claim mounted at /backup.
+    repository = str(Path(volume["spec"]["hostPath"]["path"]) / "repository")
     verified, _output = run_backup_module(run_playbook, stack.tmp, {
         "mode": "verify", "dest": repository, "encryption": {"identity_file": str(stack.identity_file)},
         "database": {"pg_bin_dir": PG_BIN}})
