@@ -37,7 +37,9 @@ def stack(kube_cluster, run_playbook, tmp_path_factory):
     ephemeral.mkdir()
     (ephemeral / "cluster.json").write_text(json.dumps({"provider": "kwok", "namespace_annotations": {}}))
     env = {"K8S_AUTH_KUBECONFIG": kube_cluster.kubeconfig, "MOLECULE_EPHEMERAL_DIRECTORY": str(ephemeral)}
-    extra = {"matrix_stack_namespace": namespace}
+    # Users need a port-forward into a running Synapse: the scenario does that on the real node (test_molecule);
+    # this API-level run on kwok leaves them out.
+    extra = {"matrix_stack_namespace": namespace, "matrix_users_manage": False}
 
     def play(name, more=None):
         started = time.monotonic()
