@@ -43,12 +43,8 @@ def render(run_playbook, inventory, out_dir, extra_vars=None):
 
 
 def load_dir(out_dir):
-    objects = []
-    for path in sorted(Path(out_dir).rglob("*.yaml")):
-        docs = [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
-        assert len(docs) == 1, f"{path}: one object per file"
-        objects.append((path, docs[0]))
-    return objects
+    """(path, object) of every manifest of a render directory (one object per file, see rendered_objects)."""
+    return [(Path(out_dir) / rel, obj) for rel, obj in rendered_objects(out_dir)]
 
 
 @pytest.fixture(scope="module")
