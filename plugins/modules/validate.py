@@ -28,6 +28,7 @@ attributes:
     support: none
     description: Nothing to change.
   platform:
+    support: full
     platforms: all
     description: Runs on the controller.
 options: {}

@@ -34,9 +34,10 @@ def rules(report):
 
 
 def _image(value):
-    repository, _, tag = value.rpartition(":") if ":" in value.rsplit("/", 1)[-1] else (value, "", "")
-    repository = repository.split("@")[0]
-    if checks.image_repository(repository) is None and (not tag or checks.image_tag(tag.split("@")[0]) is None):
+    name, digest = (value.split("@", 1) + [""])[:2]
+    repository, tag = name.rsplit(":", 1) if ":" in name.rsplit("/", 1)[-1] else (name, "")
+    if checks.image_repository(repository) is None and (not tag or checks.image_tag(tag) is None) and (
+            not digest or checks.digest(digest) is None):
         return None
     return "is not an image reference", "repository[:tag][@sha256:...], such as registry.example.com/matrix-backup:0.1.0"
 

@@ -120,7 +120,7 @@ def server_name(value):
     allowed = "a lowercase DNS name with an optional :port, such as example.com (no scheme, no path)"
     if not _text(value):
         return "is not a string", allowed
-    host, _, port_text = value.partition(":")
+    host, port_text = (value.split(":", 1) + [""])[:2]
     if not DNS_SUBDOMAIN.match(host) or len(value) > 255 or (port_text and (not port_text.isdigit() or port(int(port_text)))):
         return "is not a DNS name", allowed
     return None

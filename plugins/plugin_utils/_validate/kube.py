@@ -19,7 +19,7 @@ _LABEL_VALUE = "at most 63 letters, digits, '-', '_' or '.', starting and ending
 def qualified_name(key):
     if not isinstance(key, str):
         return False
-    prefix, _, name = key.rpartition("/")
+    prefix, name = key.rsplit("/", 1) if "/" in key else ("", key)
     if prefix and (len(prefix) > 253 or not checks.DNS_SUBDOMAIN.match(prefix)):
         return False
     return bool(checks.LABEL_NAME.match(name))

@@ -36,13 +36,22 @@ def _major(value):
     return f"is not a PostgreSQL {majors} image tag", f"a tag of PostgreSQL {majors}, such as {SUPPORTED_MAJORS[-1]}.6-bookworm"
 
 
+def _memory_for_settings(value):
+    if re.match(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$", str(value)):
+        return None
+    return "is not a memory size the PostgreSQL settings can be computed from", "a number with Ki, Mi, Gi, Ti, k, M, G or T, such as 1Gi"
+
+
 def _internal(report):
     report.check("postgres_image_repository", checks.image_repository)
     report.check("postgres_image_tag", _major)
     report.check("postgres_image_digest", checks.optional(checks.digest))
     report.check("postgres_storage_class", checks.optional(checks.dns_subdomain))
     report.check("postgres_storage_size", checks.quantity)
-    kube.resources(report, "postgres_resources", memory_limit_minimum="256Mi")
+    if kube.resources(report, "postgres_resources", memory_limit_minimum="256Mi"):
+        # The server settings are computed from the limit (vars/main.yml __postgres_memory_mib): it must be in a form that parses.
+        report.check("postgres_resources", _memory_for_settings, value=report["postgres_resources"]["limits"]["memory"],
+                     label="postgres_resources.limits.memory")
     report.check("postgres_max_connections", checks.integer, 20, 10000)
     if report.usable("postgres_extra_settings"):
         for name, value in report["postgres_extra_settings"].items():

@@ -9,8 +9,16 @@ import re
 from ansible_collections.matrix.stack.plugins.plugin_utils._validate import checks, kube
 
 
+# Namespaces the cluster's own components live in.
+SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+
+
 def rules(report):
-    report.check("matrix_stack_namespace", checks.dns_label)
+    if report.check("matrix_stack_namespace", checks.dns_label) and report.get("matrix_stack_create_namespace"):
+        namespace = report["matrix_stack_namespace"]
+        report.require(namespace not in SYSTEM_NAMESPACES and not namespace.startswith("kube-"), "matrix_stack_namespace",
+                       f"is {namespace}, a namespace of the cluster itself: it would be relabelled Pod Security restricted",
+                       "a namespace of the stack's own, such as matrix")
     report.check("matrix_stack_instance", _instance)
     report.check("matrix_stack_pod_security_version", _pss_version)
     if report.usable("matrix_stack_extra_labels"):

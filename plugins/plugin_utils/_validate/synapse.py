@@ -12,6 +12,12 @@ FORBIDDEN_EXTRA_KEYS = (
     "macaroon_secret_key", "registration_shared_secret", "form_secret", "turn_shared_secret", "signing_key",
     "worker_replication_secret", "recaptcha_private_key", "redis", "database", "oidc_providers", "listeners",
 )
+# Keys of synapse_extra_config that other settings or the deployment depend on, and the variable that sets each.
+MANAGED_EXTRA_KEYS = {
+    "server_name": "synapse_server_name", "public_baseurl": "synapse_public_baseurl",
+    "max_upload_size": "synapse_max_upload_size (the Ingress body size follows it)",
+    "media_store_path": "the media volume (fixed path)", "signing_key_path": "the Synapse Secret (fixed path)",
+}
 # Attributes of urllib.parse.urlsplit() results that url_preview_url_blacklist entries may match.
 URL_BLACKLIST_KEYS = ("scheme", "netloc", "path", "params", "query", "fragment", "username", "password", "hostname", "port")
 # Keys of an OIDC provider entry that carry a secret inline (refused: it would land in the ConfigMap).
@@ -203,6 +209,9 @@ def _extra_config(report):
     report.require(not bad, "synapse_extra_config", f"sets {', '.join(bad)}: secrets would end up in a ConfigMap and these "
                    "blocks are managed by dedicated variables",
                    "any other homeserver.yaml key; use the synapse_* variables and Secrets for " + ", ".join(FORBIDDEN_EXTRA_KEYS))
+    managed = [key for key in MANAGED_EXTRA_KEYS if key in extra]
+    report.require(not managed, "synapse_extra_config", f"sets {', '.join(managed)}, managed elsewhere",
+                   "; ".join(f"{key} through {MANAGED_EXTRA_KEYS[key]}" for key in managed))
 
 
 def nginx_size_bytes(value):
