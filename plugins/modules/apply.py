@@ -27,7 +27,7 @@ description:
   - Check mode. Server-side dry run (C(dryRun=All)) of every write; nothing changes. With C(--diff) every object
     that would change is shown (server-maintained fields left out), Secrets by key names only, and what would be
     pruned.
-  - Render mode (O(render_dir) set). No cluster is contacted: one file per object under
+  - Render mode (O(render_dir) set). No cluster is contacted; one file per object under
     C(<render_dir>/<NN>-<component>/<kind>-<name>.yaml) and C(SECRETS.md) listing the Secrets (names and keys,
     never values), written in one go; only the C(<NN>-<component>) directories of the collection are replaced.
 author:
@@ -49,8 +49,8 @@ options:
     description:
       - What the roles handed over, one entry per call of the role plumbing.
       - Each entry has C(name) (the component, for example V(synapse)) and any of C(manifests) (objects),
-        C(wait) (list of C({kind, name}), Deployment or StatefulSet), C(secrets) (generated Secrets:
-        C({name, app, description, keys_})), C(secret_refs) (operator-supplied Secrets that must exist:
+        C(wait) (list of C({kind, name}), Deployment or StatefulSet), C(secrets) (generated Secrets,
+        C({name, app, description, keys_})), C(secret_refs) (operator-supplied Secrets that must exist,
         C({variable, name, key})) and C(secret_labels) (labels of the generated Secrets).
     type: list
     elements: dict
