@@ -211,3 +211,24 @@ def test_secrets_markdown_lists_names_and_keys_never_values():
     assert "`chat`" in text and "## Secret `chat-synapse` (synapse)" in text and "Synapse secrets" in text
     assert "| `signing.key` | signing_key |" in text and "| `form_secret` | alnum, 64 characters |" in text
     assert "| `smtp` | `password` | `synapse_email_smtp_password_secret_name` |" in text
+
+
+def test_render_mode_writes_in_one_go_and_removes_only_its_own_directories(tmp_path):
+    from ansible_collections.matrix.stack.plugins.action import apply as action  # pylint: disable=import-outside-toplevel
+    order = {"namespace": "00", "element": "50"}
+    components = [{"name": "namespace", "manifests": [desired("Namespace", "ns")]},
+                  {"name": "element", "manifests": [desired("ConfigMap", "matrix-element")]}]
+    out = tmp_path / "out"
+    first = action.render(str(out), "ns", components, plan.flatten(components), order, check=False)
+    assert first["changed"] is True and first["files"] == 2
+    assert (out / "50-element" / "configmap-matrix-element.yaml").exists() and (out / "SECRETS.md").exists()
+    (out / "notes.yaml").write_text("mine\n")
+    (out / "99-other").mkdir()
+    again = action.render(str(out), "ns", components, plan.flatten(components), order, check=False)
+    assert again["changed"] is False
+    fewer = components[:1]
+    checked = action.render(str(out), "ns", fewer, plan.flatten(fewer), order, check=True)
+    assert checked["changed"] is True and (out / "50-element").exists(), "check mode wrote to the render directory"
+    action.render(str(out), "ns", fewer, plan.flatten(fewer), order, check=False)
+    assert not (out / "50-element").exists()
+    assert (out / "notes.yaml").exists() and (out / "99-other").is_dir()
