@@ -25,7 +25,11 @@ try:
 except ImportError as _exc:  # pragma: no cover - depends on the controller
     HAS_CLIENT = False
     IMPORT_ERROR = _exc
-    DynamicApiError = CoreException = ApiException = Exception
+
+    class _Missing(Exception):
+        """Stands in for the client's exception classes when it is not installed (never raised)."""
+
+    DynamicApiError = CoreException = ApiException = _Missing
 
 # (connect, read) timeout of every request but watches, in seconds.
 REQUEST_TIMEOUT = (10, 60)

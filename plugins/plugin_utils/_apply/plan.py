@@ -313,4 +313,3 @@ def summary(outcomes, dry_run):
     updated = sorted(name for name, (before, after) in outcomes.items()
                      if before is not None and changed(before, after, dry_run))
     return {"created": created, "updated": updated, "unchanged": len(outcomes) - len(created) - len(updated)}
-
