@@ -20,10 +20,11 @@ from ansible_collections.matrix.stack.plugins.plugin_utils._apply import secrets
 
 display = Display()
 
-# kubernetes.core's connection options (module_defaults and K8S_AUTH_* variables work as for its modules).
+# The connection options of the matrix.stack.kube_auth doc fragment (kubernetes.core's names, aliases and K8S_AUTH_*
+# variables), handed to kubernetes.core's get_api_client.
 AUTH_OPTIONS = ("kubeconfig", "context", "host", "api_key", "username", "password", "validate_certs", "verify_ssl",
                 "ca_cert", "ssl_ca_cert", "client_cert", "cert_file", "client_key", "key_file", "proxy", "no_proxy",
-                "proxy_headers", "persist_config", "impersonate_user", "impersonate_groups")
+                "proxy_headers", "persist_config")
 OPTIONS = ("components", "namespace", "instance", "field_manager", "render_dir", "render_order", "wait",
            "wait_timeout", "prune", "concurrency", "optional_kinds") + AUTH_OPTIONS
 

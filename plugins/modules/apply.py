@@ -33,7 +33,7 @@ description:
 author:
   - matrix.stack contributors (!UNKNOWN)
 extends_documentation_fragment:
-  - kubernetes.core.k8s_auth_options
+  - matrix.stack.kube_auth
 attributes:
   check_mode:
     support: full
