@@ -42,6 +42,7 @@ attributes:
     support: full
     description: Objects as stored and as they would be after the apply; Secrets by key names only.
   platform:
+    support: full
     platforms: all
     description: Runs on the controller.
 options:
