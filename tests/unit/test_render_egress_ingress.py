@@ -15,6 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 # pylint: disable=wrong-import-position
 from helpers import stack_vars  # noqa: E402
+from helpers.stack_vars import controller_mode  # noqa: E402,F401  pylint: disable=unused-import
 
 BODY_SIZE = "nginx.ingress.kubernetes.io/proxy-body-size"
 NGINX_INC_BODY_SIZE = "nginx.org/client-max-body-size"

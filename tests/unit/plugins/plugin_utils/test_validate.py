@@ -16,9 +16,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
 # pylint: disable=wrong-import-position
 from helpers import stack_vars  # noqa: E402
+from helpers.stack_vars import controller_mode  # noqa: E402,F401  pylint: disable=unused-import
 
-from ansible.template import trust_as_template  # noqa: E402
-from ansible_collections.matrix.stack.plugins.plugin_utils._validate import checks, collect  # noqa: E402
+from ansible_collections.matrix.stack.plugins.plugin_utils._validate import checks  # noqa: E402
 
 EXTERNAL_DB = {"postgres_mode": "external", "postgres_external_password_secret_name": "db"}
 BACKUP = {"backup_schedule_enabled": True, "backup_image": "registry.test/backup:1", "backup_allow_unencrypted_secrets": True,
@@ -311,6 +311,7 @@ def test_a_default_derived_from_a_bad_value_is_not_reported_again():
 
 
 def test_a_value_that_cannot_be_templated_is_named():
+    from ansible.template import trust_as_template  # pylint: disable=import-outside-toplevel  # controller code: see stack_vars
     found = stack_vars.problems(synapse_public_baseurl=trust_as_template("https://{{ no_such_variable }}/"))
     assert len(found) == 1 and found[0].startswith("synapse_public_baseurl: cannot be computed"), found
     assert "no_such_variable" in found[0]
@@ -324,8 +325,8 @@ def test_inventory_is_valid(inventory):
 
 
 def test_molecule_scenario_is_valid():
-    scenario = stack_vars.LOADER.load_from_file(str(stack_vars.REPO / "molecule" / "default" / "vars" / "stack.yml"),
-                                                trusted_as_template=True)
+    path = stack_vars.REPO / "molecule" / "default" / "vars" / "stack.yml"
+    scenario = stack_vars.loader().load_from_file(str(path), trusted_as_template=True)
     assert stack_vars.problems(None, **scenario) == []
 
 
@@ -406,6 +407,7 @@ def test_checkers_report_problem_and_allowed():
 
 
 def test_likely_typos():
+    from ansible_collections.matrix.stack.plugins.plugin_utils._validate import collect  # pylint: disable=import-outside-toplevel
     known = stack_vars.NAMES
     found = collect.likely_typos({"synapse_max_uplod_size": 1, "coturn_public_hosts": "x", "synapse_server_name": "a",
                                   "matrix_users_manage": False, "synapse_my_own_thing": 1, "unrelated_max_upload_size": 1},
