@@ -12,6 +12,7 @@ One playbook start per scenario, in order, on one namespace (minimal inventory):
 
 import base64
 import json
+import time
 import secrets
 from pathlib import Path
 
@@ -109,6 +110,17 @@ def add_foreign_data(kube, namespace):
     ):
         kube.kubectl("apply", "--server-side", "--field-manager=matrix.stack", "-n", namespace, "-f", "-",
                      input=json.dumps(obj))
+    # The PV controller annotates a new claim once, a moment later: let it settle, so that a snapshot taken next
+    # only moves when something else writes.
+    last, stable_since, deadline = None, time.monotonic(), time.monotonic() + 30
+    while time.monotonic() < deadline:
+        version = kube.kubectl("get", "pvc", "matrix-extra-data", "-n", namespace,
+                               "-o", "jsonpath={.metadata.resourceVersion}").stdout
+        if version != last:
+            last, stable_since = version, time.monotonic()
+        elif time.monotonic() - stable_since >= 3:
+            break
+        time.sleep(0.5)
 
 
 def test_3_check_mode_changes_nothing_shows_diff_and_would_prune(site):
@@ -118,7 +130,9 @@ def test_3_check_mode_changes_nothing_shows_diff_and_would_prune(site):
     checked = site["play"]({"matrix_stack_element_enabled": False, "synapse_max_upload_size": "77M"}, check=True,
                            diff=True)
     assert checked.rc == 0, checked.stdout[-4000:]
-    assert snapshot(kube, namespace) == before, "check mode changed the cluster"
+    after = snapshot(kube, namespace)
+    assert after == before, ("check mode changed the cluster",
+                             {k: (before.get(k), after.get(k)) for k in set(before) | set(after) if before.get(k) != after.get(k)})
     out = checked.stdout
     assert "max_upload_size: 77M" in out  # the diff of the Synapse ConfigMap
     assert "would prune" in out

@@ -9,6 +9,8 @@ workloads to wait for, what to prune, what to show as a diff (never a secret val
 """
 
 import copy
+import hashlib
+import json
 
 # Kinds the collection may produce that pruning looks at (listed by label selector). PersistentVolumeClaims and
 # Secrets are never pruned (data, signing key, passwords); Namespaces neither.
@@ -146,6 +148,53 @@ def comparable(obj):
         if not annotations:
             metadata.pop("annotations")
     return out
+
+
+APPLIED_ANNOTATION = "matrix.stack/applied"
+
+
+def applied_hash(obj):
+    """sha256 of an object as the inventory renders it (canonical JSON, without the annotation that carries it)."""
+    plain = copy.deepcopy(obj)
+    metadata = plain.get("metadata") or {}
+    (metadata.get("annotations") or {}).pop(APPLIED_ANNOTATION, None)
+    if "annotations" in metadata and not metadata["annotations"]:
+        del metadata["annotations"]  # no annotation and an empty map are the same rendering
+    return hashlib.sha256(json.dumps(plain, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def stamp(obj):
+    """A copy of ``obj`` that carries its own hash: the next run can tell that it is unchanged without applying it."""
+    out = copy.deepcopy(obj)
+    out.setdefault("metadata", {}).setdefault("annotations", {})[APPLIED_ANNOTATION] = applied_hash(obj)
+    return out
+
+
+def contains(live, desired):
+    """Whether every field of ``desired`` holds the same value in ``live`` (lists: same length, item by item)."""
+    if isinstance(desired, dict):
+        return isinstance(live, dict) and all(name in live and contains(live[name], value) for name, value in desired.items())
+    if isinstance(desired, list):
+        return isinstance(live, list) and len(live) == len(desired) and all(map(contains, live, desired))
+    if isinstance(desired, bool) or isinstance(live, bool):
+        return type(live) is type(desired) and live == desired  # pylint: disable=unidiomatic-typecheck
+    return live == desired
+
+
+def in_sync(stamped, live):
+    """Whether applying ``stamped`` (see stamp) could not change ``live``, so that the apply can be skipped.
+
+    Both must hold: the live object carries the hash of exactly this rendering (a field applied before and no longer
+    rendered would otherwise stay: server-side apply removes it, a comparison cannot see it), and every rendered
+    field still holds its value (nothing drifted). Anything else, including values the API server normalises, is
+    applied: a needless apply only costs a request.
+    """
+    if live is None:
+        return False
+    want = stamped["metadata"]["annotations"][APPLIED_ANNOTATION]
+    if ((live.get("metadata") or {}).get("annotations") or {}).get(APPLIED_ANNOTATION) != want:
+        return False
+    return contains(live, stamped)
 
 
 def changed(before, after, dry_run):

@@ -52,12 +52,14 @@ class Step:
             return list(pool.map(func, items))
 
     def apply_one(self, entry, existing, namespace_exists=True):
-        obj = entry[1]
+        obj = plan.stamp(entry[1])
         before = existing.get(plan.key(obj)) if existing is not None else None
         if before is None and namespace_exists:
             before = self.kube.get(obj, self.namespace)
         if not namespace_exists:
             return before, obj  # check mode, namespace still to be created: a dry run would be refused
+        if plan.in_sync(obj, before):
+            return before, before  # this rendering was applied and nothing drifted: no request
         return before, self.kube.apply(obj, self.namespace)
 
     def run(self):
