@@ -292,13 +292,17 @@ def _yaml(obj):
 # ----- render mode -------------------------------------------------------------------------------
 
 def render_files(entries, order):
-    """``{relative path: text}``: one YAML file per object under ``<NN>-<component>/``, as kubectl -R reads them."""
+    """``{relative path: text}``: one YAML file per object under ``<NN>-<component>/``, as kubectl -R reads them.
+
+    The objects are exactly those apply mode applies (stamped with their hash), so that applying the files with the
+    same field manager and then running site.yml changes nothing, and the other way round.
+    """
     files = {}
     for component, obj in entries:
         if component not in order:
             raise PlanError("component %r has no render order (known: %s)" % (component, ", ".join(sorted(order))))
         path = "%s-%s/%s-%s.yaml" % (order[component], component, obj["kind"].lower(), obj["metadata"]["name"])
-        files[path] = "---\n" + _dump(obj)
+        files[path] = "---\n" + _dump(stamp(obj))
     return files
 
 
