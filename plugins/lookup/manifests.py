@@ -5,7 +5,8 @@
 
 DOCUMENTATION = r"""
 name: manifests
-author: matrix.stack contributors
+author:
+  - matrix.stack contributors (!UNKNOWN)
 short_description: Render a role's Kubernetes object templates into objects
 version_added: 0.1.0
 description:

@@ -77,9 +77,10 @@ def ensure(kube, namespace, refs, generated, parallel, namespace_exists):
         check_refs(kube, namespace, refs, parallel)
     if not namespace_exists:
         # Check mode before the namespace exists: every generated Secret would be created.
-        return {"changed": bool(generated), "diffs": [{"before": {}, "after": {"keys": sorted(
-                    k["name"] for k in secret.get("keys_") or [])}, "before_header": "Secret/%s (absent)" % secret["name"],
-                    "after_header": "Secret/%s (key names only)" % secret["name"]} for _c, secret in generated],
+        diffs = [{"before": {}, "after": {"keys": sorted(k["name"] for k in secret.get("keys_") or [])},
+                  "before_header": "Secret/%s (absent)" % secret["name"],
+                  "after_header": "Secret/%s (key names only)" % secret["name"]} for _c, secret in generated]
+        return {"changed": bool(generated), "diffs": diffs,
                 "summary": [{"name": secret["name"], "component": component["name"], "generated": "all", "kept": []}
                             for component, secret in generated]}
     outcomes = parallel(lambda item: ensure_one(kube, namespace, item[0], item[1]), generated)

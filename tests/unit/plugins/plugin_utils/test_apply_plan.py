@@ -119,8 +119,8 @@ def test_waits_only_for_changed_or_unready_workloads_that_were_asked_for():
                 ("Deployment", "new"): (None, ready_deployment("new", 1)), ("Deployment", "stuck"): (stuck, stuck),
                 ("Deployment", "not-asked"): (None, ready_deployment("not-asked", 1))}
     requested = {("Deployment", "same"), ("Deployment", "rolled"), ("Deployment", "new"), ("Deployment", "stuck")}
-    assert plan.plan_waits(requested, outcomes) == [("Deployment", "new"), ("Deployment", "rolled"),
-                                                   ("Deployment", "stuck")]
+    assert plan.plan_waits(requested, outcomes) == [
+        ("Deployment", "new"), ("Deployment", "rolled"), ("Deployment", "stuck")]
     assert plan.plan_waits(set(), outcomes) == []
 
 
