@@ -95,6 +95,13 @@ def instance_selector(instance):
                                   PART_OF_LABEL, PART_OF_VALUE)
 
 
+def instance_objects(objects, instance):
+    """The objects that carry this instance's labels (those instance_selector selects)."""
+    want = {INSTANCE_LABEL: instance, MANAGED_BY_LABEL: MANAGED_BY_VALUE, PART_OF_LABEL: PART_OF_VALUE}
+    return [obj for obj in objects
+            if all(((obj.get("metadata") or {}).get("labels") or {}).get(name) == value for name, value in want.items())]
+
+
 def prunable_kinds(entries):
     """The (apiVersion, kind) pairs pruning lists: the known ones plus any other kind handed over."""
     kinds = list(PRUNABLE_KINDS)

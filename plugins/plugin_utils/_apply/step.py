@@ -51,10 +51,11 @@ class Step:
         with ThreadPoolExecutor(max_workers=min(self.concurrency, len(items))) as pool:
             return list(pool.map(func, items))
 
-    def apply_one(self, entry, existing, namespace_exists=True):
+    def apply_one(self, entry, existing, namespace_exists=True, listed_kinds=frozenset()):
+        """(before, after) of one object; ``existing`` holds every object of the ``listed_kinds`` in the namespace."""
         obj = plan.stamp(entry[1])
-        before = existing.get(plan.key(obj)) if existing is not None else None
-        if before is None and namespace_exists:
+        before = existing.get(plan.key(obj))
+        if before is None and namespace_exists and plan.key(obj)[:2] not in listed_kinds:
             before = self.kube.get(obj, self.namespace)
         if not namespace_exists:
             return before, obj  # check mode, namespace still to be created: a dry run would be refused
@@ -87,19 +88,22 @@ class Step:
         secret_results = secret_step.ensure(self.kube, self.namespace, refs, generated, self.parallel,
                                             namespace_exists)
 
-        # 3. What exists now (the label-selected LISTs serve as "before" and as the prune candidates).
-        selector = plan.instance_selector(str(self.args["instance"]))
-        existing = {}
-        listed = []
+        # 3. What exists now: one LIST per kind of the whole namespace (an object absent from it needs no GET); those
+        #    with this instance's labels are the prune candidates.
+        instance = str(self.args["instance"])
+        selector = plan.instance_selector(instance)
+        existing, listed, listed_kinds = {}, [], frozenset()
         if namespace_exists:
             kinds = plan.prunable_kinds(rest) + [("v1", "PersistentVolumeClaim")]
-            for items in self.parallel(lambda kind: self.kube.list(kind[0], kind[1], self.namespace, selector), kinds):
+            for items in self.parallel(lambda kind: self.kube.list(kind[0], kind[1], self.namespace, None), kinds):
                 listed.extend(items)
             existing = {plan.key(obj): obj for obj in listed}
+            listed_kinds = frozenset((plan.group_of(api_version), kind) for api_version, kind in kinds)
+            listed = plan.instance_objects(listed, instance)
 
         # 4. Everything else, server-side applied with bounded concurrency.
         try:
-            results = self.parallel(lambda entry: self.apply_one(entry, existing, namespace_exists), rest)
+            results = self.parallel(lambda entry: self.apply_one(entry, existing, namespace_exists, listed_kinds), rest)
         except KubeNamespaceNotFoundError as exc:
             raise KubeError("%s (matrix_stack_create_namespace is false: the namespace must exist)" % exc) from None
         for entry, outcome in zip(rest, results):

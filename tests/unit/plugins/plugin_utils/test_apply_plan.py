@@ -286,3 +286,15 @@ def test_contains_is_strict_about_types_and_list_lengths():
     assert not plan.contains({"a": 1}, {"a": True})
     assert not plan.contains({"a": "1"}, {"a": 1})
     assert not plan.contains({}, {"a": None})
+
+
+def test_instance_objects_are_those_the_selector_selects():
+    ours = {"app.kubernetes.io/instance": "chat", "app.kubernetes.io/managed-by": "matrix.stack",
+            "app.kubernetes.io/part-of": "matrix-stack"}
+    objects = [{"metadata": {"name": "a", "labels": ours}},
+               {"metadata": {"name": "b", "labels": dict(ours, **{"app.kubernetes.io/instance": "other"})}},
+               {"metadata": {"name": "c", "labels": {"app.kubernetes.io/instance": "chat"}}},
+               {"metadata": {"name": "kube-root-ca.crt"}}]
+    assert [obj["metadata"]["name"] for obj in plan.instance_objects(objects, "chat")] == ["a"]
+    selector = dict(pair.split("=") for pair in plan.instance_selector("chat").split(","))
+    assert selector == ours
