@@ -8,6 +8,7 @@
 - ``pull_secrets``: ``imagePullSecrets`` from a list of Secret names.
 - ``labels`` / ``selector_labels``: the app.kubernetes.io labels of a component of an instance.
 - ``config_hash``: the pod-template annotation that rolls a workload when its configuration changes.
+- ``cert_manager_annotations``: the Ingress annotation of a cert-manager issuer.
 """
 
 import hashlib
@@ -73,6 +74,14 @@ def labels(instance, name, component, version, extra=None):
     return result
 
 
+def cert_manager_annotations(issuer, kind="ClusterIssuer"):
+    """The Ingress annotation that makes cert-manager issue its certificate ({} without an issuer)."""
+    if not issuer:
+        return {}
+    name = "cert-manager.io/cluster-issuer" if kind == "ClusterIssuer" else "cert-manager.io/issuer"
+    return {name: str(issuer)}
+
+
 def config_hash(data, *more):
     """sha256 of the canonical JSON of a ConfigMap's data (and anything else that must roll the pods)."""
     value = [data] + list(more) if more else data
@@ -89,4 +98,5 @@ class FilterModule:
             "selector_labels": selector_labels,
             "labels": labels,
             "config_hash": config_hash,
+            "cert_manager_annotations": cert_manager_annotations,
         }

@@ -58,7 +58,13 @@ def test_config_hash_is_the_sha256_of_the_canonical_json():
     assert pod.config_hash({"a": "1"}) != pod.config_hash({"a": "2"})
 
 
+def test_cert_manager_annotations():
+    assert pod.cert_manager_annotations("letsencrypt") == {"cert-manager.io/cluster-issuer": "letsencrypt"}
+    assert pod.cert_manager_annotations("local", "Issuer") == {"cert-manager.io/issuer": "local"}
+    assert not pod.cert_manager_annotations("")
+
+
 def test_every_filter_is_exported():
     assert set(pod.FilterModule().filters()) == {
         "restricted_pod_security_context", "restricted_container_security_context", "pull_secrets", "selector_labels",
-        "labels", "config_hash"}
+        "labels", "config_hash", "cert_manager_annotations"}
