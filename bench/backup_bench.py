@@ -35,10 +35,10 @@ sys.path.insert(0, str(REPO / "tests"))
 
 # pylint: disable=wrong-import-position
 from helpers.services import PG_BIN as _PG_BIN, PostgresServer, SynapseServer  # noqa: E402
-from ansible_collections.matrix.stack.plugins.module_utils import _backup_ops as ops  # noqa: E402
-from ansible_collections.matrix.stack.plugins.module_utils import _backup_pg as pgm  # noqa: E402
-from ansible_collections.matrix.stack.plugins.module_utils import _backup_media as mm  # noqa: E402
-from ansible_collections.matrix.stack.plugins.module_utils._pg_clients import ClientFinder  # noqa: E402
+from ansible_collections.matrix.stack.plugins.module_utils.backup import ops  # noqa: E402
+from ansible_collections.matrix.stack.plugins.module_utils.backup import pg as pgm  # noqa: E402
+from ansible_collections.matrix.stack.plugins.module_utils.backup import media as mm  # noqa: E402
+from ansible_collections.matrix.stack.plugins.module_utils.backup.pg_clients import ClientFinder  # noqa: E402
 from helpers import matrix_client as mc  # noqa: E402
 
 PG_BIN = str(_PG_BIN)      # the client of the test server's major (the default inventory's)

@@ -468,14 +468,14 @@ import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.matrix.stack.plugins.module_utils._backup_repo import BackupError, Repository
-from ansible_collections.matrix.stack.plugins.module_utils import _backup_ops as ops
-from ansible_collections.matrix.stack.plugins.module_utils import _backup_crypto as crypto
-from ansible_collections.matrix.stack.plugins.module_utils import _backup_media as media_mod
-from ansible_collections.matrix.stack.plugins.module_utils import _backup_pg as pg_mod
-from ansible_collections.matrix.stack.plugins.module_utils import _backup_s3 as s3_mod
-from ansible_collections.matrix.stack.plugins.module_utils import _pg_clients as pg_clients
-from ansible_collections.matrix.stack.plugins.module_utils import _kube
+from ansible_collections.matrix.stack.plugins.module_utils.backup.repo import BackupError, Repository
+from ansible_collections.matrix.stack.plugins.module_utils.backup import ops
+from ansible_collections.matrix.stack.plugins.module_utils.backup import crypto
+from ansible_collections.matrix.stack.plugins.module_utils.backup import media as media_mod
+from ansible_collections.matrix.stack.plugins.module_utils.backup import pg as pg_mod
+from ansible_collections.matrix.stack.plugins.module_utils.backup import s3 as s3_mod
+from ansible_collections.matrix.stack.plugins.module_utils.backup import pg_clients
+from ansible_collections.matrix.stack.plugins.module_utils.kube import client as _kube
 
 
 def argument_spec():

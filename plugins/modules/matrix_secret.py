@@ -350,7 +350,7 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.parameters import remove_values
 
-from ansible_collections.matrix.stack.plugins.module_utils._kube import (
+from ansible_collections.matrix.stack.plugins.module_utils.kube.client import (
     KubeConflictError,
     KubeError,
     KubeNamespaceNotFoundError,
@@ -365,7 +365,7 @@ from ansible_collections.matrix.stack.plugins.module_utils._kube import (
     replace_secret,
     require_kubernetes,
 )
-from ansible_collections.matrix.stack.plugins.module_utils._secret_generators import (
+from ansible_collections.matrix.stack.plugins.module_utils.secrets.generators import (
     ALL_TYPES,
     PROVIDED_TYPE,
     SecretSpecError,

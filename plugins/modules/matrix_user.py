@@ -264,7 +264,7 @@ http:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.matrix.stack.plugins.module_utils._synapse_admin import (
+from ansible_collections.matrix.stack.plugins.module_utils.synapse.admin import (
     CONNECTION_MUTUALLY_EXCLUSIVE,
     CONNECTION_REQUIRED_BY,
     CONNECTION_REQUIRED_ONE_OF,

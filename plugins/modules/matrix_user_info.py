@@ -106,7 +106,7 @@ pages:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.matrix.stack.plugins.module_utils._synapse_admin import (
+from ansible_collections.matrix.stack.plugins.module_utils.synapse.admin import (
     ADMIN_V3_USERS,
     CONNECTION_MUTUALLY_EXCLUSIVE,
     CONNECTION_REQUIRED_BY,

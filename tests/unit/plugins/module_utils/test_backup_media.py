@@ -6,10 +6,10 @@ import os
 import pytest
 
 from ._backup_helpers import make_set, new_repo
-from ansible_collections.matrix.stack.plugins.module_utils import _backup_crypto as crypto
-from ansible_collections.matrix.stack.plugins.module_utils import _backup_media as media
-from ansible_collections.matrix.stack.plugins.module_utils import _backup_ops as ops
-from ansible_collections.matrix.stack.plugins.module_utils._backup_repo import BackupError
+from ansible_collections.matrix.stack.plugins.module_utils.backup import crypto
+from ansible_collections.matrix.stack.plugins.module_utils.backup import media
+from ansible_collections.matrix.stack.plugins.module_utils.backup import ops
+from ansible_collections.matrix.stack.plugins.module_utils.backup.repo import BackupError
 
 
 def write(root, rel, content):

@@ -1,4 +1,4 @@
-"""Unit tests for _backup_repo: atomic sets, completion markers, locking, media index (real files)."""
+"""Unit tests for backup/repo.py: atomic sets, completion markers, locking, media index (real files)."""
 
 import json
 import os
@@ -6,7 +6,7 @@ import os
 import pytest
 
 from ._backup_helpers import make_set, new_repo, put_object
-from ansible_collections.matrix.stack.plugins.module_utils import _backup_repo as br
+from ansible_collections.matrix.stack.plugins.module_utils.backup import repo as br
 
 
 def test_only_completed_sets_are_listed(tmp_path):

@@ -1,4 +1,4 @@
-"""Unit tests for plugins/module_utils/_kube.py: configuration resolution and error translation."""
+"""Unit tests for plugins/module_utils/kube/: configuration resolution and error translation."""
 
 import json
 import socket
@@ -17,7 +17,7 @@ if str(COLLECTIONS) not in sys.path:
 import urllib3  # noqa: E402
 from kubernetes.client.rest import ApiException  # noqa: E402
 
-from ansible_collections.matrix.stack.plugins.module_utils import _kube as kube  # noqa: E402
+from ansible_collections.matrix.stack.plugins.module_utils.kube import client as kube  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

@@ -6,9 +6,9 @@ import os
 import pytest
 
 from ._backup_helpers import REPO  # noqa: F401  pylint: disable=unused-import
-from ansible_collections.matrix.stack.plugins.module_utils import _pg_clients as pgc
-from ansible_collections.matrix.stack.plugins.module_utils import _backup_ops as ops
-from ansible_collections.matrix.stack.plugins.module_utils._backup_repo import BackupError
+from ansible_collections.matrix.stack.plugins.module_utils.backup import pg_clients as pgc
+from ansible_collections.matrix.stack.plugins.module_utils.backup import ops
+from ansible_collections.matrix.stack.plugins.module_utils.backup.repo import BackupError
 
 
 def fake_clients(directory, version, tools=pgc.TOOLS):

@@ -1,4 +1,4 @@
-"""Unit tests for plugins/module_utils/_port_forward.py.
+"""Unit tests for plugins/module_utils/kube/port_forward.py.
 
 A small fake Kubernetes API server on 127.0.0.1 serves the REST reads (Service, pods) and the
 ``pods/portforward`` websocket with the real channel framing (``v4.channel.k8s.io``: per port a data
@@ -24,8 +24,8 @@ COLLECTIONS = Path(__file__).resolve().parents[4] / ".work" / "collections"
 if str(COLLECTIONS) not in sys.path:
     sys.path.insert(0, str(COLLECTIONS))
 
-from ansible_collections.matrix.stack.plugins.module_utils import _port_forward as pf  # noqa: E402
-from ansible_collections.matrix.stack.plugins.module_utils import _synapse_admin as sa  # noqa: E402
+from ansible_collections.matrix.stack.plugins.module_utils.kube import port_forward as pf  # noqa: E402
+from ansible_collections.matrix.stack.plugins.module_utils.synapse import admin as sa  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_synapse_admin import Scripted  # noqa: E402  pylint: disable=wrong-import-position

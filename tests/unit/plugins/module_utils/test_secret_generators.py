@@ -1,4 +1,4 @@
-"""Unit tests for plugins/module_utils/_secret_generators.py (no mocks: real CSPRNG, real cryptography)."""
+"""Unit tests for plugins/module_utils/secrets/generators.py (no mocks: real CSPRNG, real cryptography)."""
 
 import base64
 import json
@@ -17,7 +17,7 @@ if str(COLLECTIONS) not in sys.path:
     sys.path.insert(0, str(COLLECTIONS))
 
 # pylint: disable=wrong-import-position
-from ansible_collections.matrix.stack.plugins.module_utils import _secret_generators as gen  # noqa: E402
+from ansible_collections.matrix.stack.plugins.module_utils.secrets import generators as gen  # noqa: E402
 
 from cryptography.hazmat.primitives import serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa  # noqa: E402
@@ -99,7 +99,7 @@ def test_1000_signing_keys_distinct_across_processes():
     """A constant or time-based seed would repeat across fresh interpreters started in the same second."""
     script = (
         "import sys; sys.path.insert(0, %r)\n"
-        "from ansible_collections.matrix.stack.plugins.module_utils import _secret_generators as g\n"
+        "from ansible_collections.matrix.stack.plugins.module_utils.secrets import generators as g\n"
         "print('\\n'.join(g.generate_signing_key().decode().split()[2] for _attempt in range(100)))\n" % str(COLLECTIONS)
     )
     seeds = []

@@ -1,4 +1,4 @@
-"""Unit tests for plugins/module_utils/_synapse_admin.py.
+"""Unit tests for plugins/module_utils/synapse/.
 
 HTTP behaviour is tested against a scripted HTTP server on 127.0.0.1 (recorded Synapse answers,
 including 429s), not against mocks, so the real http.client keep-alive/reconnect paths run.
@@ -23,7 +23,7 @@ COLLECTIONS = Path(__file__).resolve().parents[4] / ".work" / "collections"
 if str(COLLECTIONS) not in sys.path:
     sys.path.insert(0, str(COLLECTIONS))
 
-from ansible_collections.matrix.stack.plugins.module_utils import _synapse_admin as sa  # noqa: E402
+from ansible_collections.matrix.stack.plugins.module_utils.synapse import admin as sa  # noqa: E402
 
 # ------------------------------------------------------------------------------------------------
 # scripted server

@@ -25,8 +25,8 @@ if str(COLLECTIONS) not in sys.path:
 # pylint: disable=wrong-import-position,redefined-outer-name
 from ansible.module_utils.testing import patch_module_args  # noqa: E402
 
-from ansible_collections.matrix.stack.plugins.module_utils import _kube  # noqa: E402
-from ansible_collections.matrix.stack.plugins.module_utils import _secret_generators as gen  # noqa: E402
+from ansible_collections.matrix.stack.plugins.module_utils.kube import client as _kube  # noqa: E402
+from ansible_collections.matrix.stack.plugins.module_utils.secrets import generators as gen  # noqa: E402
 from ansible_collections.matrix.stack.plugins.modules import matrix_secret as ms  # noqa: E402
 
 OWNED = {"matrix.stack/secret": "true", "app.kubernetes.io/managed-by": "matrix.stack"}

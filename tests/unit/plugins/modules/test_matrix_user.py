@@ -16,7 +16,7 @@ if str(COLLECTIONS) not in sys.path:
 from ansible.module_utils.testing import patch_module_args  # noqa: E402
 
 from ansible_collections.matrix.stack.plugins.doc_fragments.synapse_admin import ModuleDocFragment  # noqa: E402
-from ansible_collections.matrix.stack.plugins.module_utils import _synapse_admin as sa  # noqa: E402
+from ansible_collections.matrix.stack.plugins.module_utils.synapse import admin as sa  # noqa: E402
 from ansible_collections.matrix.stack.plugins.modules import matrix_user, matrix_user_info  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "module_utils"))

@@ -756,7 +756,7 @@ class Connection(object):
         if p.get("kube_namespace"):
             if not (p.get("kube_service") or p.get("kube_pod_selector")):
                 raise SynapseAdminError("kube_namespace needs kube_service or kube_pod_selector")
-            from ansible_collections.matrix.stack.plugins.module_utils import _port_forward  # pylint: disable=import-outside-toplevel
+            from ansible_collections.matrix.stack.plugins.module_utils.kube import port_forward as _port_forward  # pylint: disable=import-outside-toplevel
             try:
                 self.forwarder = _port_forward.forwarder_from_params(p)
                 base_url = self.forwarder.start()

@@ -16,14 +16,14 @@ import shutil
 import threading
 import time
 
-from ansible_collections.matrix.stack.plugins.module_utils._backup_repo import (
+from ansible_collections.matrix.stack.plugins.module_utils.backup.repo import (
     BackupError, CHUNK, HashingReader, HashingWriter, MEDIA_INDEX, Repository, set_id_time, sha256_file, syncfs, write_json_atomic)
-from ansible_collections.matrix.stack.plugins.module_utils import _backup_crypto as crypto
-from ansible_collections.matrix.stack.plugins.module_utils import _backup_media as media_mod
-from ansible_collections.matrix.stack.plugins.module_utils import _backup_pg as pg_mod
-from ansible_collections.matrix.stack.plugins.module_utils import _backup_retention as retention
-from ansible_collections.matrix.stack.plugins.module_utils import _backup_secrets as secrets_mod
-from ansible_collections.matrix.stack.plugins.module_utils._pg_clients import ClientFinder, major_of
+from ansible_collections.matrix.stack.plugins.module_utils.backup import crypto
+from ansible_collections.matrix.stack.plugins.module_utils.backup import media as media_mod
+from ansible_collections.matrix.stack.plugins.module_utils.backup import pg as pg_mod
+from ansible_collections.matrix.stack.plugins.module_utils.backup import retention
+from ansible_collections.matrix.stack.plugins.module_utils.backup import secrets as secrets_mod
+from ansible_collections.matrix.stack.plugins.module_utils.backup.pg_clients import ClientFinder, major_of
 
 DB_FILE = "db.dump"
 MANIFEST_FILE = "manifest.json"

@@ -37,7 +37,7 @@ import shutil
 import threading
 import time
 
-from ansible_collections.matrix.stack.plugins.module_utils._streams import ReadStream
+from ansible_collections.matrix.stack.plugins.module_utils.common.streams import ReadStream
 
 FORMAT = "matrix.stack/backup"
 FORMAT_VERSION = 1

@@ -19,10 +19,10 @@ import subprocess
 import tarfile
 import tempfile
 
-from ansible_collections.matrix.stack.plugins.module_utils._backup_repo import (
+from ansible_collections.matrix.stack.plugins.module_utils.backup.repo import (
     BackupError, CHUNK, HashingReader, HashingWriter, sha256_file, syncfs)
-from ansible_collections.matrix.stack.plugins.module_utils import _backup_crypto as crypto
-from ansible_collections.matrix.stack.plugins.module_utils._backup_pod import PodEndpoint
+from ansible_collections.matrix.stack.plugins.module_utils.backup import crypto
+from ansible_collections.matrix.stack.plugins.module_utils.backup.pod import PodEndpoint
 
 MEDIA_DIRS = ("local_content", "local_thumbnails")
 

@@ -14,7 +14,7 @@ import base64
 import os
 import tempfile
 
-from ansible_collections.matrix.stack.plugins.module_utils._backup_repo import BackupError
+from ansible_collections.matrix.stack.plugins.module_utils.backup.repo import BackupError
 
 DROP_ANNOTATIONS = ("kubectl.kubernetes.io/last-applied-configuration",)
 

@@ -17,7 +17,7 @@ import select
 import socket
 import threading
 
-from ansible_collections.matrix.stack.plugins.module_utils import _kube
+from ansible_collections.matrix.stack.plugins.module_utils.kube import client as _kube
 
 try:
     from kubernetes.stream import portforward as _k8s_portforward
