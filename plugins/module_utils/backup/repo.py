@@ -37,6 +37,7 @@ import shutil
 import threading
 import time
 
+from ansible_collections.matrix.stack.plugins.module_utils.common.files import atomic_write, fsync_dir
 from ansible_collections.matrix.stack.plugins.module_utils.common.streams import ReadStream
 
 FORMAT = "matrix.stack/backup"
@@ -50,29 +51,6 @@ _TMP_COUNTER = itertools.count()
 
 class BackupError(Exception):
     """An error the module reports with fail_json."""
-
-
-def fsync_dir(path):
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def syncfs(path):
-    """Flush the file system holding path (one call instead of an fsync per media object)."""
-    try:
-        import ctypes
-        libc = ctypes.CDLL(None, use_errno=True)
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            if libc.syncfs(fd) != 0:
-                os.sync()
-        finally:
-            os.close(fd)
-    except (OSError, AttributeError):
-        os.sync()
 
 
 def sha256_file(path, chunk=CHUNK):
@@ -89,20 +67,8 @@ def sha256_file(path, chunk=CHUNK):
 
 
 def write_json_atomic(path, data, mode=0o644):
-    tmp = "%s.tmp-%d" % (path, os.getpid())
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=1, sort_keys=True)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    fsync_dir(os.path.dirname(path) or ".")
+    with atomic_write(path, mode=mode) as f:
+        f.write((json.dumps(data, indent=1, sort_keys=True) + "\n").encode("utf-8"))
 
 
 def new_set_id(now=None):
