@@ -25,7 +25,7 @@ if str(COLLECTIONS) not in sys.path:
     sys.path.insert(0, str(COLLECTIONS))
 
 from ansible_collections.matrix.stack.plugins.module_utils.kube import port_forward as pf  # noqa: E402
-from ansible_collections.matrix.stack.plugins.module_utils.synapse import admin as sa  # noqa: E402
+from ansible_collections.matrix.stack.plugins.module_utils.synapse import endpoints, transport  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_synapse_admin import Scripted  # noqa: E402  pylint: disable=wrong-import-position
@@ -220,7 +220,7 @@ def test_forwarded_http_through_service(api, backend):
     try:
         assert url.startswith("http://127.0.0.1:")
         assert (fwd.pod, fwd.container_port) == ("synapse-1", 8008)  # the ready pod, named targetPort resolved
-        client = sa.SynapseAdminClient(url, access_token="t")
+        client = endpoints.SynapseAdminClient(url, access_token="t")
         for _i in range(5):
             status, body = client.request("GET", "/_synapse/admin/v2/users")
             assert status == 200 and body["ok"] is True and len(body["pad"]) == 200000
@@ -280,8 +280,8 @@ def test_error_channel_closes_the_connection(api):
     url = fwd.start()
     api.error_on_channel = "an error occurred forwarding 8008 -> 8008: connection refused"
     try:
-        client = sa.SynapseAdminClient(url, access_token="t", retries=1, sleep=lambda s: None)
-        with pytest.raises(sa.SynapseAdminError, match="Cannot reach the homeserver"):
+        client = endpoints.SynapseAdminClient(url, access_token="t", retries=1, sleep=lambda s: None)
+        with pytest.raises(transport.SynapseAdminError, match="Cannot reach the homeserver"):
             client.request("GET", "/x")
         deadline = time.time() + 5
         while not fwd.errors and time.time() < deadline:
