@@ -14,7 +14,7 @@ from ansible.module_utils.common.validation import check_type_bool, check_type_i
 from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
 
-from ansible_collections.matrix.stack.plugins.module_utils.kube.client import KubeError, KubeNamespaceNotFoundError
+from ansible_collections.matrix.stack.plugins.module_utils.kube.errors import KubeError, KubeNamespaceNotFoundError
 from ansible_collections.matrix.stack.plugins.plugin_utils._apply import plan
 from ansible_collections.matrix.stack.plugins.plugin_utils._apply import secrets as secret_step
 

@@ -13,7 +13,7 @@ import json
 import threading
 import time
 
-from ansible_collections.matrix.stack.plugins.module_utils.kube.client import KubeError, KubeNotFoundError, translate_error
+from ansible_collections.matrix.stack.plugins.module_utils.kube.errors import KubeError, KubeNotFoundError, translate_error
 
 try:
     from kubernetes.client.rest import ApiException

@@ -30,6 +30,8 @@ from ansible_collections.matrix.stack.plugins.module_utils.synapse import endpoi
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_synapse_admin import Scripted  # noqa: E402  pylint: disable=wrong-import-position
 
+from ._kube_discovery import DISCOVERY  # noqa: E402  pylint: disable=wrong-import-position
+
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455
 
 
@@ -117,7 +119,9 @@ class FakeApiServer:
             self._forward(conn, path, target, headers)
             return
         parts = path.strip("/").split("/")
-        if len(parts) == 6 and parts[4] == "services":
+        if path in DISCOVERY:  # kubernetes.core's client construction
+            self._json(conn, 200, DISCOVERY[path])
+        elif len(parts) == 6 and parts[4] == "services":
             svc = self.services.get(parts[5])
             self._json(conn, 200 if svc else 404, svc or {"kind": "Status", "code": 404,
                                                           "message": 'services "%s" not found' % parts[5]})
