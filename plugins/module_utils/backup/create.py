@@ -17,8 +17,8 @@ from ansible_collections.matrix.stack.plugins.module_utils.backup import media a
 from ansible_collections.matrix.stack.plugins.module_utils.backup import pg as pg_mod
 from ansible_collections.matrix.stack.plugins.module_utils.backup import secrets as secrets_mod
 from ansible_collections.matrix.stack.plugins.module_utils.backup.manifest import DB_FILE, MANIFEST_FILE, SECRETS_FILE, now, rate, stored_name
-from ansible_collections.matrix.stack.plugins.module_utils.backup.repo import (
-    BackupError, CHUNK, HashingReader, HashingWriter, MEDIA_INDEX, Repository, sha256_file)
+from ansible_collections.matrix.stack.plugins.module_utils.backup.repo import BackupError, MEDIA_INDEX, Repository
+from ansible_collections.matrix.stack.plugins.module_utils.backup.hashing import CHUNK, HashingReader, HashingWriter, sha256_file
 from ansible_collections.matrix.stack.plugins.module_utils.common.files import syncfs
 
 

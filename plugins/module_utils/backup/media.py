@@ -19,8 +19,8 @@ import subprocess
 import tarfile
 import tempfile
 
-from ansible_collections.matrix.stack.plugins.module_utils.backup.repo import (
-    BackupError, CHUNK, HashingReader, HashingWriter, sha256_file)
+from ansible_collections.matrix.stack.plugins.module_utils.backup.repo import BackupError
+from ansible_collections.matrix.stack.plugins.module_utils.backup.hashing import CHUNK, HashingReader, HashingWriter, sha256_file
 from ansible_collections.matrix.stack.plugins.module_utils.backup import crypto
 from ansible_collections.matrix.stack.plugins.module_utils.common.files import atomic_write, syncfs
 from ansible_collections.matrix.stack.plugins.module_utils.backup.pod import PodEndpoint

@@ -13,7 +13,8 @@ import time
 from ansible_collections.matrix.stack.plugins.module_utils.backup import crypto
 from ansible_collections.matrix.stack.plugins.module_utils.backup import pg as pg_mod
 from ansible_collections.matrix.stack.plugins.module_utils.backup.manifest import DB_FILE, dump_major, load_manifest, public_manifest, rate
-from ansible_collections.matrix.stack.plugins.module_utils.backup.repo import BackupError, HashingWriter, MEDIA_INDEX, Repository, sha256_file
+from ansible_collections.matrix.stack.plugins.module_utils.backup.repo import BackupError, MEDIA_INDEX, Repository
+from ansible_collections.matrix.stack.plugins.module_utils.backup.hashing import HashingWriter, sha256_file
 
 
 class _TeeToPipe(HashingWriter):

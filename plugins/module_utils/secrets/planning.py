@@ -204,5 +204,3 @@ def secret_summary(secret, fallback_name, fallback_namespace, data=None, labels=
 def empty_result():
     return dict(changed=False, generated=[], rotated=[], stored=[], updated=[], kept=[], deleted=False,
                 adopted=False, retired_key_ids=[], secret={})
-
-

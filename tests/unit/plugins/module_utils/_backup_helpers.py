@@ -36,7 +36,7 @@ def make_set(repo, set_id, media=None, complete=True):
         f.write('{"set_id": "%s"}' % set_id)
     if not complete:
         return tmp
-    from ansible_collections.matrix.stack.plugins.module_utils.backup.repo import sha256_file
+    from ansible_collections.matrix.stack.plugins.module_utils.backup.hashing import sha256_file
     files = {}
     for name in (MEDIA_INDEX, "manifest.json"):
         sha, size = sha256_file(os.path.join(tmp, name))

@@ -7,7 +7,8 @@ import pytest
 
 from ._backup_helpers import REPO  # noqa: F401  pylint: disable=unused-import
 from ansible_collections.matrix.stack.plugins.module_utils.backup import crypto
-from ansible_collections.matrix.stack.plugins.module_utils.backup.repo import BackupError, HashingReader, HashingWriter
+from ansible_collections.matrix.stack.plugins.module_utils.backup.repo import BackupError
+from ansible_collections.matrix.stack.plugins.module_utils.backup.hashing import HashingReader, HashingWriter
 
 
 def test_stream_roundtrip_and_hashes():
