@@ -476,7 +476,8 @@ from ansible_collections.matrix.stack.plugins.module_utils.backup import media a
 from ansible_collections.matrix.stack.plugins.module_utils.backup import pg as pg_mod
 from ansible_collections.matrix.stack.plugins.module_utils.backup import s3 as s3_mod
 from ansible_collections.matrix.stack.plugins.module_utils.backup import pg_clients
-from ansible_collections.matrix.stack.plugins.module_utils.kube import client as _kube
+from ansible_collections.matrix.stack.plugins.module_utils.kube.client import build_api_client, kube_auth_argument_spec, require_kubernetes
+from ansible_collections.matrix.stack.plugins.module_utils.kube.errors import KubeError, fail_kube
 
 
 def argument_spec():
@@ -549,7 +550,7 @@ def argument_spec():
         lock_timeout=dict(type="int", default=0),
         exec_timeout=dict(type="int", default=600),
     )
-    spec.update(_kube.kube_auth_argument_spec())
+    spec.update(kube_auth_argument_spec())
     return spec
 
 
@@ -559,11 +560,11 @@ def build_config(module, p):
     need_kube = bool(db.get("pod") or media.get("pod") or sec.get("namespace") or syn.get("deployment"))
     api = None
     if need_kube:
-        _kube.require_kubernetes(module)
+        require_kubernetes(module)
         try:
-            api = _kube.build_api_client(p)
-        except _kube.KubeError as e:
-            _kube.fail_kube(module, e)
+            api = build_api_client(p)
+        except KubeError as e:
+            fail_kube(module, e)
     recipients, identities = [], []
     if enc.get("recipients") or enc.get("identities") or enc.get("identity_file") or media.get("encrypt"):
         if not crypto.HAS_PYRAGE:

@@ -22,7 +22,7 @@ from ansible_collections.matrix.stack.plugins.module_utils.backup import secrets
 from ansible_collections.matrix.stack.plugins.module_utils.backup.manifest import dump_major, load_manifest, public_manifest, rate
 from ansible_collections.matrix.stack.plugins.module_utils.backup.pg_clients import major_of
 from ansible_collections.matrix.stack.plugins.module_utils.backup.repo import BackupError, Repository
-from ansible_collections.matrix.stack.plugins.module_utils.backup.verify import pull_from_s3, verify_set
+from ansible_collections.matrix.stack.plugins.module_utils.backup.verify import on_pulled_set, verify_set
 
 
 @dataclasses.dataclass(frozen=True)
@@ -260,15 +260,9 @@ def run_steps(steps, run):
 
 
 def restore(cfg):
-    cfg, pulled = pull_from_s3(cfg)
-    if pulled is not None and not pulled["already_local"] and cfg.check_mode:
-        return {"changed": True, "set_id": pulled["set_id"], "s3": pulled,
-                "plan": ["download set %s from %s" % (pulled["set_id"], pulled["source"]),
-                         "verify it, then restore (run without check mode once downloaded to see every step)"]}
-    result = _restore_local(cfg)
-    if pulled is not None:
-        result["s3"] = pulled
-    return result
+    return on_pulled_set(cfg, _restore_local, lambda pulled: {
+        "changed": True, "plan": ["download set %s from %s" % (pulled["set_id"], pulled["source"]),
+                                  "verify it, then restore (run without check mode once downloaded to see every step)"]})
 
 
 def _restore_local(cfg):

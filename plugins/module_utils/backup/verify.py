@@ -147,15 +147,22 @@ def pull_from_s3(cfg):
     return cfg.replace(set_name=stats["set_id"]), stats
 
 
-def verify(cfg):
+def on_pulled_set(cfg, run_local, download_plan):
+    """Run ``run_local(cfg)`` on the requested set, downloaded from the off-site copy first when s3 is set. In check
+    mode a set not yet downloaded cannot be read: the result is then ``download_plan(pulled)``."""
     cfg, pulled = pull_from_s3(cfg)
     if pulled is not None and not pulled["already_local"] and cfg.check_mode:
-        return {"changed": False, "ok": True, "problems": [], "sets": [], "set_id": pulled["set_id"], "s3": pulled,
-                "plan": ["download set %s from %s, then verify it" % (pulled["set_id"], pulled["source"])]}
-    result = _verify_local(cfg)
+        return dict(download_plan(pulled), set_id=pulled["set_id"], s3=pulled)
+    result = run_local(cfg)
     if pulled is not None:
         result["s3"] = pulled
     return result
+
+
+def verify(cfg):
+    return on_pulled_set(cfg, _verify_local, lambda pulled: {
+        "changed": False, "ok": True, "problems": [], "sets": [],
+        "plan": ["download set %s from %s, then verify it" % (pulled["set_id"], pulled["source"])]})
 
 
 def _verify_local(cfg):
