@@ -94,6 +94,9 @@ def build_api_client(params):
     options = {name: params.get(name) for name in AUTH_ARG_SPEC if params.get(name) not in (None, "", [])}
     if isinstance(options.get("kubeconfig"), str):
         options["kubeconfig"] = os.path.expanduser(options["kubeconfig"])
+    # kubernetes.core starts from the kubernetes client's process-wide default configuration, into which it loads the
+    # kubeconfig: a client built earlier in this process would lend its certificates to this one. Start blank.
+    kubernetes.client.Configuration.set_default(None)
     try:
         client = get_api_client(**options).client.client
     except CoreException as exc:
@@ -104,6 +107,8 @@ def build_api_client(params):
         raise KubeConfigError("could not load the Kubernetes configuration: %s" % exc) from exc
     except Exception as exc:  # pylint: disable=broad-except
         raise translate_error(exc, "connect to", "the Kubernetes API", host=_option(params, "host")) from exc
+    finally:
+        kubernetes.client.Configuration.set_default(None)
     client.user_agent = "matrix.stack/kubernetes-%s" % getattr(kubernetes, "__version__", "unknown")
     return client
 

@@ -128,6 +128,21 @@ def test_host_and_token_need_no_kubeconfig(api):
     assert "Bearer t" in api.headers("Authorization")
 
 
+def test_a_client_never_inherits_the_kubeconfig_of_an_earlier_one(api):
+    """kubernetes.core loads a kubeconfig into the process-wide default configuration, with a hook that puts the
+    kubeconfig's host and token back before every request: a later client must not talk to that server as that user."""
+    kube.build_api_client({"kubeconfig": kubeconfig_dict(api.url)})
+    other = FakeApi()
+    try:
+        second = kube.build_api_client({"host": other.url, "api_key": "t"})
+        assert second.configuration.refresh_api_key_hook is None
+        assert other.headers("Authorization") and set(other.headers("Authorization")) == {"Bearer t"}
+        assert "Bearer t" not in api.headers("Authorization")
+    finally:
+        other.server.shutdown()
+        other.server.server_close()
+
+
 def test_impersonation_headers_reach_the_api_server(api, monkeypatch):
     kube.build_api_client({"host": api.url, "api_key": "t", "impersonate_user": "system:serviceaccount:ns:reader",
                            "impersonate_groups": ["g1", "g2"]})

@@ -258,7 +258,7 @@ def test_connection_refused_is_retried_then_clear():
     sleeps = Sleeps()
     client = endpoints.SynapseAdminClient("http://127.0.0.1:%d" % port, access_token="t", retries=2, sleep=sleeps)
     with pytest.raises(transport.SynapseAdminError, match=r"Cannot reach the homeserver at http://127.0.0.1:\d+ .*"
-                                                   r"ConnectionRefusedError.*after 3 attempts"):
+                                                          r"ConnectionRefusedError.*after 3 attempts"):
         client.request("GET", "/x")
     assert sleeps == [0.5, 1.0]
 
@@ -399,7 +399,7 @@ def spec(**kw):
 
 def test_plan_create_full():
     ops, before, after = planning.plan_user(spec(password="pw", admin=True, displayname="A", emails=["A@X.ORG"],
-                                           user_type="bot", locked=True), None)
+                                                 user_type="bot", locked=True), None)
     assert ops == [("put", {"password": "pw", "admin": True, "displayname": "A",
                             "threepids": [{"medium": "email", "address": "a@x.org"}], "user_type": "bot"}),
                    ("put", {"locked": True})]
@@ -410,7 +410,7 @@ def test_plan_create_full():
 def test_plan_no_change():
     current = synapse_user(threepids=[{"medium": "email", "address": "a@x.org"}, {"medium": "msisdn", "address": "1"}])
     ops, before, after = planning.plan_user(spec(password="pw", admin=False, displayname="A", emails=["A@x.org"],
-                                           user_type="", locked=False), current)
+                                                 user_type="", locked=False), current)
     assert ops == [] and before == after
 
 
