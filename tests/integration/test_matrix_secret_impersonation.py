@@ -39,9 +39,10 @@ def test_impersonated_identity_decides_what_matrix_secret_may_do(kube_cluster, k
     out = run_playbook(playbook, json_output=True)
     results = {t["task"]["name"]: t["hosts"]["localhost"] for t in out.results["plays"][0]["tasks"]}
 
-    for refused in ("as-reader", "as-nobody"):
+    # the reader may read (the Secret is absent) but not create it; nobody may not even read it
+    for refused, verb in (("as-reader", "create"), ("as-nobody", "read")):
         assert results[refused]["failed"] and results[refused]["kube_error"] == "forbidden", results[refused]
-        assert "not allowed to create Secret %s/%s" % (ns, refused) in results[refused]["msg"]
+        assert "not allowed to %s Secret %s/%s" % (verb, ns, refused) in results[refused]["msg"]
     for allowed in ("as-writer", "as-nobody-in-group", "as-admin"):
         assert not results[allowed].get("failed") and results[allowed]["changed"], results[allowed]
         assert results[allowed]["generated"] == ["macaroon_secret_key"]
