@@ -1,6 +1,7 @@
 """What a fake API server of the unit tests answers to the discovery requests kubernetes.core's client construction
 sends (GET /version, /api, /apis), and a fixture isolating each test's client construction."""
 
+import json
 import tempfile
 
 import pytest
@@ -10,6 +11,16 @@ DISCOVERY = {
     "/api": {"kind": "APIVersions", "versions": ["v1"]},
     "/apis": {"kind": "APIGroupList", "apiVersion": "v1", "groups": []},
 }
+
+
+def send_json(handler, status, body):
+    """Answer a BaseHTTPRequestHandler's request with ``body`` as JSON."""
+    raw = json.dumps(body).encode()
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(raw)))
+    handler.end_headers()
+    handler.wfile.write(raw)
 
 
 @pytest.fixture(autouse=True)

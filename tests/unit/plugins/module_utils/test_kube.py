@@ -27,7 +27,7 @@ from ansible_collections.matrix.stack.plugins.module_utils.kube import client as
 from ansible_collections.matrix.stack.plugins.module_utils.kube import errors  # noqa: E402
 from ansible_collections.matrix.stack.plugins.module_utils.kube import secrets as kube_secrets  # noqa: E402
 
-from ._kube_discovery import DISCOVERY  # noqa: E402
+from ._kube_discovery import DISCOVERY, send_json  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -54,12 +54,7 @@ class FakeApi:
                     status, body = 401, {"kind": "Status", "code": 401, "reason": "Unauthorized", "message": "Unauthorized"}
                 else:
                     status, body = (200, DISCOVERY[self.path]) if self.path in DISCOVERY else (404, {"kind": "Status"})
-                raw = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(raw)))
-                self.end_headers()
-                self.wfile.write(raw)
+                send_json(self, status, body)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = "http://127.0.0.1:%d" % self.server.server_address[1]

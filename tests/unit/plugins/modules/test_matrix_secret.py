@@ -25,7 +25,7 @@ if str(COLLECTIONS) not in sys.path:
 # pylint: disable=wrong-import-position,redefined-outer-name
 from ansible.module_utils.testing import patch_module_args  # noqa: E402
 
-from ..module_utils._kube_discovery import DISCOVERY  # noqa: E402
+from ..module_utils._kube_discovery import DISCOVERY, send_json  # noqa: E402
 
 from ansible_collections.matrix.stack.plugins.module_utils.kube import secrets as kube_secrets  # noqa: E402
 from ansible_collections.matrix.stack.plugins.module_utils.secrets import generators as gen  # noqa: E402
@@ -83,12 +83,7 @@ class FakeApi:
                 pass
 
             def _send(self, status, body):
-                raw = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(raw)))
-                self.end_headers()
-                self.wfile.write(raw)
+                send_json(self, status, body)
 
             def _status(self, code, reason, message, details=None):
                 self._send(code, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": message,
