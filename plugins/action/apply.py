@@ -11,15 +11,15 @@ from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
 
+from ansible_collections.kubernetes.core.plugins.module_utils.args_common import AUTH_ARG_SPEC
+
 from ansible_collections.matrix.stack.plugins.plugin_utils._apply import plan
 
 display = Display()
 
-# The connection options of the matrix.stack.kube_auth doc fragment (kubernetes.core's names, aliases and K8S_AUTH_*
-# variables), handed to kubernetes.core's get_api_client.
-AUTH_OPTIONS = ("kubeconfig", "context", "host", "api_key", "username", "password", "validate_certs", "verify_ssl",
-                "ca_cert", "ssl_ca_cert", "client_cert", "cert_file", "client_key", "key_file", "proxy", "no_proxy",
-                "proxy_headers", "persist_config")
+# kubernetes.core's connection options (names and aliases, K8S_AUTH_* variables, impersonation), handed to its
+# get_api_client.
+AUTH_OPTIONS = tuple(name for option, spec in AUTH_ARG_SPEC.items() for name in [option] + list(spec.get("aliases") or []))
 OPTIONS = ("components", "namespace", "instance", "field_manager", "render_dir", "render_order", "wait",
            "wait_timeout", "prune", "concurrency", "optional_kinds") + AUTH_OPTIONS
 

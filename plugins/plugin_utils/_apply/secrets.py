@@ -9,10 +9,10 @@ existing keys never changed, foreign Secrets refused); diffs and results carry k
 
 import time
 
-from ansible_collections.matrix.stack.plugins.module_utils._kube import (
-    KubeConflictError, KubeError, create_secret, get_secret, replace_secret)
-from ansible_collections.matrix.stack.plugins.module_utils._secret_generators import SecretSpecError
-from ansible_collections.matrix.stack.plugins.modules.matrix_secret import (
+from ansible_collections.matrix.stack.plugins.module_utils.kube.errors import KubeConflictError, KubeError
+from ansible_collections.matrix.stack.plugins.module_utils.kube.secrets import create_secret, get_secret, replace_secret
+from ansible_collections.matrix.stack.plugins.module_utils.secrets.generators import SecretSpecError
+from ansible_collections.matrix.stack.plugins.module_utils.secrets.planning import (
     ForeignSecretError, build_body, key_diff, plan_present, validate_request)
 from ansible_collections.matrix.stack.plugins.plugin_utils._apply import plan
 

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from ansible.module_utils.common.validation import check_type_bool, check_type_int
 from ansible.utils.display import Display
 
-from ansible_collections.matrix.stack.plugins.module_utils._kube import KubeError, KubeNamespaceNotFoundError
+from ansible_collections.matrix.stack.plugins.module_utils.kube.errors import KubeError, KubeNamespaceNotFoundError
 from ansible_collections.matrix.stack.plugins.plugin_utils._apply import plan
 from ansible_collections.matrix.stack.plugins.plugin_utils._apply import secrets as secret_step
 from ansible_collections.matrix.stack.plugins.plugin_utils._apply.kube import Kube

@@ -19,10 +19,11 @@ import subprocess
 import tarfile
 import tempfile
 
-from ansible_collections.matrix.stack.plugins.module_utils._backup_repo import (
-    BackupError, CHUNK, HashingReader, HashingWriter, sha256_file, syncfs)
-from ansible_collections.matrix.stack.plugins.module_utils import _backup_crypto as crypto
-from ansible_collections.matrix.stack.plugins.module_utils._backup_pod import PodEndpoint
+from ansible_collections.matrix.stack.plugins.module_utils.backup.repo import BackupError
+from ansible_collections.matrix.stack.plugins.module_utils.backup.hashing import CHUNK, HashingReader, HashingWriter, sha256_file
+from ansible_collections.matrix.stack.plugins.module_utils.backup import crypto
+from ansible_collections.matrix.stack.plugins.module_utils.common.files import atomic_write, syncfs
+from ansible_collections.matrix.stack.plugins.module_utils.backup.pod import PodEndpoint
 
 MEDIA_DIRS = ("local_content", "local_thumbnails")
 
@@ -113,16 +114,8 @@ class LocalMedia:
             if self.exists_with_size(rel, size):
                 return None
             os.makedirs(os.path.dirname(dest), exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=os.path.dirname(dest), prefix=".restore-")
-            try:
-                with os.fdopen(fd, "wb") as out:
-                    copy_object(item, out, identities, encrypted)
-                os.chmod(tmp, 0o644)
-                os.rename(tmp, dest)
-            except BaseException:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
-                raise
+            with atomic_write(dest, mode=0o644, durable=False, prefix=".restore-") as out:
+                copy_object(item, out, identities, encrypted)
             return size
 
         with ThreadPoolExecutor(max(1, workers), thread_name_prefix="restore") as pool:

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import os
 
-from ansible_collections.matrix.stack.plugins.module_utils._backup_repo import BackupError, CHUNK
+from ansible_collections.matrix.stack.plugins.module_utils.backup.repo import BackupError
+from ansible_collections.matrix.stack.plugins.module_utils.backup.hashing import CHUNK
 
 try:
     import pyrage

@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from ansible_collections.matrix.stack.plugins.module_utils._backup_repo import BackupError
+from ansible_collections.matrix.stack.plugins.module_utils.backup.repo import BackupError
 
 
 class PodEndpoint:
@@ -16,7 +16,7 @@ class PodEndpoint:
         self.timeout = timeout
 
     def _exec(self, command, stdin=None, stdin_size=None):
-        from ansible_collections.matrix.stack.plugins.module_utils import _kube_exec
+        from ansible_collections.matrix.stack.plugins.module_utils.kube import pod_exec as _kube_exec
         try:
             return _kube_exec.PodExec(self.api_client, self.namespace, self.pod, command, container=self.container,
                                       stdin=stdin, stdin_size=stdin_size, timeout=self.timeout)
@@ -25,7 +25,7 @@ class PodEndpoint:
 
     def finish(self, ex, what=None):
         """The command's exit code; a failure becomes a BackupError (prefixed with what)."""
-        from ansible_collections.matrix.stack.plugins.module_utils import _kube_exec
+        from ansible_collections.matrix.stack.plugins.module_utils.kube import pod_exec as _kube_exec
         try:
             return ex.wait()
         except _kube_exec.ExecError as e:

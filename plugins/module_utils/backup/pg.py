@@ -21,10 +21,10 @@ import subprocess
 import tempfile
 import time
 
-from ansible_collections.matrix.stack.plugins.module_utils._backup_repo import BackupError
-from ansible_collections.matrix.stack.plugins.module_utils._backup_pod import PodEndpoint
-from ansible_collections.matrix.stack.plugins.module_utils._pg_clients import ClientFinder, major_of, parse_client_version
-from ansible_collections.matrix.stack.plugins.module_utils._streams import ReadStream
+from ansible_collections.matrix.stack.plugins.module_utils.backup.repo import BackupError
+from ansible_collections.matrix.stack.plugins.module_utils.backup.pod import PodEndpoint
+from ansible_collections.matrix.stack.plugins.module_utils.backup.pg_clients import ClientFinder, major_of, parse_client_version
+from ansible_collections.matrix.stack.plugins.module_utils.common.streams import ReadStream
 
 EXCLUDE_DATA = ["e2e_one_time_keys_json"]
 IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_$-]{0,62}$")
@@ -226,7 +226,7 @@ class PodPg(PodEndpoint):
         self.compress = compress
 
     def psql(self, sql, dbname="postgres", check=True):
-        from ansible_collections.matrix.stack.plugins.module_utils import _kube_exec
+        from ansible_collections.matrix.stack.plugins.module_utils.kube import pod_exec as _kube_exec
         ex = self._exec(["psql", "--no-password", "-X", "-v", "ON_ERROR_STOP=1", "-tA", "-U", self.user, "-d", dbname, "-c", sql])
         out = b"".join(iter(ex.read, b""))
         try:

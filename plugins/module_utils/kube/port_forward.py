@@ -10,14 +10,15 @@ websocket (``kubernetes.stream.portforward``, channel framing ``v4.channel.k8s.i
 directions. The returned ``http://127.0.0.1:<port>`` URL can be used by any HTTP client, so the
 Synapse Admin API never has to be exposed outside the cluster.
 
-The Kubernetes client is built by ``_kube.build_api_client`` (shared with the other modules).
+The Kubernetes client is built by ``kube.client.build_api_client`` (shared with the other modules).
 """
 
 import select
 import socket
 import threading
 
-from ansible_collections.matrix.stack.plugins.module_utils import _kube
+from ansible_collections.matrix.stack.plugins.module_utils.kube import client as _kube
+from ansible_collections.matrix.stack.plugins.module_utils.kube.errors import KubeError
 
 try:
     from kubernetes.stream import portforward as _k8s_portforward
@@ -34,7 +35,7 @@ class PortForwardError(Exception):
 
 
 def kube_params(params):
-    """Map matrix_user's ``kube_*`` options to the option names ``_kube.build_api_client`` expects."""
+    """Map matrix_user's ``kube_*`` options to the option names ``kube.client.build_api_client`` expects."""
     return {
         "kubeconfig": params.get("kubeconfig"),
         "context": params.get("context"),
@@ -156,7 +157,7 @@ class PortForwarder(object):
     # -- target ---------------------------------------------------------------------------------
     def _read(self, func, *args, **kwargs):
         response = _kube.kube_call(self.api_client, func, *args, _preload_content=False, **kwargs)
-        return _kube._json_response(response)  # pylint: disable=protected-access
+        return _kube.json_response(response)
 
     def resolve(self):
         api = _kube.core_v1(self.api_client)
@@ -174,7 +175,7 @@ class PortForwarder(object):
                 label_selector = self.pod_selector
             pods = self._read(api.list_namespaced_pod, ns, label_selector=label_selector, action="list",
                               what="pods %r in namespace %s" % (label_selector, ns), namespace=ns)
-        except _kube.KubeError as exc:
+        except KubeError as exc:
             raise PortForwardError("port-forward to the Synapse main process: %s" % exc)
         try:
             self.pod, self.container_port = select_target(service, pods.get("items") or [], self.port)
@@ -269,7 +270,7 @@ def forwarder_from_params(params):
     """A PortForwarder from matrix_user / matrix_user_info params (not started)."""
     try:
         api_client = _kube.build_api_client(kube_params(params))
-    except _kube.KubeError as exc:
+    except KubeError as exc:
         raise PortForwardError("port-forward: %s" % exc)
     return PortForwarder(api_client, params["kube_namespace"], service=params.get("kube_service"),
                          pod_selector=params.get("kube_pod_selector"), port=params.get("kube_port") or 8008)

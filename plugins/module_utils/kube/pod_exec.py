@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import select
 
-from ansible_collections.matrix.stack.plugins.module_utils._streams import ReadStream
+from ansible_collections.matrix.stack.plugins.module_utils.common.streams import ReadStream
 
 try:
     from kubernetes.stream import ws_client

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import base64
 import os
-import tempfile
 
-from ansible_collections.matrix.stack.plugins.module_utils._backup_repo import BackupError
+from ansible_collections.matrix.stack.plugins.module_utils.backup.repo import BackupError
+from ansible_collections.matrix.stack.plugins.module_utils.common.files import atomic_write
 
 DROP_ANNOTATIONS = ("kubectl.kubernetes.io/last-applied-configuration",)
 
@@ -106,18 +106,7 @@ def restore_files(files, check_mode=False):
             continue
         d = os.path.dirname(path)
         os.makedirs(d, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=d, prefix=".restore-")
-        try:
-            os.fchmod(fd, (f.get("mode", 0o600) & 0o700) or 0o600)
-            if os.geteuid() == 0 and "uid" in f:
-                os.fchown(fd, f["uid"], f["gid"])
-            with os.fdopen(fd, "wb") as out:
-                out.write(content)
-                out.flush()
-                os.fsync(out.fileno())
-            os.rename(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        owner = (f["uid"], f["gid"]) if os.geteuid() == 0 and "uid" in f else None
+        with atomic_write(path, mode=(f.get("mode", 0o600) & 0o700) or 0o600, owner=owner, prefix=".restore-") as out:
+            out.write(content)
     return changed

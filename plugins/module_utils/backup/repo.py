@@ -28,7 +28,6 @@ from __future__ import annotations
 import datetime
 import errno
 import fcntl
-import hashlib
 import json
 import os
 import re
@@ -37,14 +36,13 @@ import shutil
 import threading
 import time
 
-from ansible_collections.matrix.stack.plugins.module_utils._streams import ReadStream
+from ansible_collections.matrix.stack.plugins.module_utils.common.files import atomic_write, fsync_dir
 
 FORMAT = "matrix.stack/backup"
 FORMAT_VERSION = 1
 COMPLETE = "COMPLETE"
 MEDIA_INDEX = "media.idx"
 SET_ID_RE = re.compile(r"^(\d{8}T\d{6}Z)(?:-(\d+))?$")
-CHUNK = 1024 * 1024
 _TMP_COUNTER = itertools.count()
 
 
@@ -52,57 +50,9 @@ class BackupError(Exception):
     """An error the module reports with fail_json."""
 
 
-def fsync_dir(path):
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def syncfs(path):
-    """Flush the file system holding path (one call instead of an fsync per media object)."""
-    try:
-        import ctypes
-        libc = ctypes.CDLL(None, use_errno=True)
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            if libc.syncfs(fd) != 0:
-                os.sync()
-        finally:
-            os.close(fd)
-    except (OSError, AttributeError):
-        os.sync()
-
-
-def sha256_file(path, chunk=CHUNK):
-    h = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as f:
-        while True:
-            block = f.read(chunk)
-            if not block:
-                break
-            h.update(block)
-            size += len(block)
-    return h.hexdigest(), size
-
-
 def write_json_atomic(path, data, mode=0o644):
-    tmp = "%s.tmp-%d" % (path, os.getpid())
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=1, sort_keys=True)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    fsync_dir(os.path.dirname(path) or ".")
+    with atomic_write(path, mode=mode) as f:
+        f.write((json.dumps(data, indent=1, sort_keys=True) + "\n").encode("utf-8"))
 
 
 def new_set_id(now=None):
@@ -115,48 +65,6 @@ def set_id_time(set_id):
     if not m:
         raise ValueError("not a set id: %s" % set_id)
     return datetime.datetime.strptime(m.group(1), "%Y%m%dT%H%M%SZ").replace(tzinfo=datetime.timezone.utc)
-
-
-class HashingWriter:
-    """File-like writer that counts and hashes what goes through it."""
-
-    def __init__(self, raw):
-        self.raw = raw
-        self.sha = hashlib.sha256()
-        self.size = 0
-
-    def write(self, data):
-        self.sha.update(data)
-        self.size += len(data)
-        self.raw.write(data)
-        return len(data)
-
-    def flush(self):
-        self.raw.flush()
-
-    def writable(self):
-        return True
-
-    @property
-    def closed(self):
-        return False
-
-
-class HashingReader(ReadStream):
-    """File-like reader that counts and hashes what is read through it."""
-
-    def __init__(self, raw, progress=None):
-        self.raw = raw
-        self.sha = hashlib.sha256()
-        self.size = 0
-        self.progress = progress
-
-    def read(self, n=-1):
-        data = self.raw.read(n if n is not None and n >= 0 else CHUNK)
-        if data:
-            self.sha.update(data)
-            self.size += len(data)
-        return data
 
 
 def parse_media_index(lines):

@@ -24,8 +24,9 @@ import os
 import shutil
 import time
 
-from ansible_collections.matrix.stack.plugins.module_utils._backup_repo import (
-    BackupError, CHUNK, COMPLETE, MEDIA_INDEX, SET_ID_RE, parse_media_index, read_media_index_file)
+from ansible_collections.matrix.stack.plugins.module_utils.backup.repo import (
+    BackupError, COMPLETE, MEDIA_INDEX, SET_ID_RE, parse_media_index, read_media_index_file)
+from ansible_collections.matrix.stack.plugins.module_utils.backup.hashing import CHUNK
 
 try:
     import boto3

@@ -19,7 +19,7 @@ import os
 import re
 import subprocess
 
-from ansible_collections.matrix.stack.plugins.module_utils._backup_repo import BackupError
+from ansible_collections.matrix.stack.plugins.module_utils.backup.repo import BackupError
 
 DEFAULT_SEARCH = ("/usr/lib/postgresql/{major}/bin", "/usr/pgsql-{major}/bin", "/opt/postgresql/{major}/bin")
 TOOLS = ("psql", "pg_dump", "pg_restore")
