@@ -35,7 +35,7 @@ def probe_image():
     return json.loads((localcluster.NODE_BIN / "images.json").read_text())["probe"]
 
 
-def probe_pod(name, args, labels=None, low_ports=False):
+def probe_pod(name, args, labels=None, low_ports=False, ports=None):
     security = {"runAsNonRoot": True, "runAsUser": 65532, "runAsGroup": 65532,
                 "seccompProfile": {"type": "RuntimeDefault"}}
     if low_ports:
@@ -45,6 +45,8 @@ def probe_pod(name, args, labels=None, low_ports=False):
             "spec": {"securityContext": security, "terminationGracePeriodSeconds": 1,
                      "containers": [{"name": "probe", "image": probe_image(), "imagePullPolicy": "Never",
                                      "args": args, "securityContext": RESTRICTED,
+                                     "ports": [{"name": port_name, "containerPort": number, "protocol": "TCP"}
+                                               for port_name, number in (ports or {}).items()],
                                      "resources": {"requests": {"cpu": "5m", "memory": "8Mi"},
                                                    "limits": {"memory": "32Mi"}}}]}}
 
@@ -148,32 +150,38 @@ def apply_policies(kube, namespace, policies):
 
 
 def test_networkpolicies_are_enforced(kube_cluster, real_node_namespace, rendered_policies):
-    """The stack's own policies on the real node: postgres, Synapse metrics and DNS, each with its positive twin."""
+    """The stack's own policies on the real node: postgres, Synapse metrics, Element's named port and DNS, each with
+    its positive twin."""
     kube = kube_cluster
     pods = Pods(kube)
     stack = real_node_namespace(prefix="stack")
     outside = real_node_namespace(prefix="outsider")
     # The default inventory lets the namespace named "monitoring" scrape Synapse's metrics port.
-    created_monitoring = kube.kubectl("get", "namespace", "monitoring", check=False).returncode != 0
-    if created_monitoring:
+    # ... and the namespace named "ingress-nginx" reach Element's port (the NetworkPolicy names it: "http").
+    created = [name for name in ("monitoring", "ingress-nginx")
+               if kube.kubectl("get", "namespace", name, check=False).returncode != 0]
+    for name in created:
         kube.kubectl("create", "-f", "-", input=json.dumps({
             "apiVersion": "v1", "kind": "Namespace", "metadata": {
-                "name": "monitoring", "annotations": localcluster.REAL_NODE_NAMESPACE_ANNOTATIONS,
+                "name": name, "annotations": localcluster.REAL_NODE_NAMESPACE_ANNOTATIONS,
                 "labels": {"pod-security.kubernetes.io/enforce": "restricted"}}}))
-        kube.kubectl("wait", "--for=create", "serviceaccount/default", "-n", "monitoring", "--timeout=60s")
+        kube.kubectl("wait", "--for=create", "serviceaccount/default", "-n", name, "--timeout=60s")
+    controller = f"controller-{secrets.token_hex(3)}"
     scraper = f"scraper-{secrets.token_hex(3)}"
     try:
         apply_policies(kube, stack, rendered_policies)
         pods.create(stack,
                     probe_pod("postgres", ["listen", "tcp:5432"], LABELS["postgres"]),
                     probe_pod("synapse", ["listen", "tcp:8008", "tcp:9000"], LABELS["synapse"]),
-                    probe_pod("element", ["listen", "tcp:8080"], LABELS["element"]))
+                    probe_pod("element", ["listen", "tcp:8080"], LABELS["element"], ports={"http": 8080}))
         pods.create(outside, probe_pod("outsider", ["listen", "tcp:8080"]),
                     probe_pod("resolver", ["listen", "dns:53"], low_ports=True))
         pods.create("monitoring", probe_pod(scraper, ["listen", "tcp:8080"]))
+        pods.create("ingress-nginx", probe_pod(controller, ["listen", "tcp:8080"]))
         ips = pods.wait_ready(stack)
         ips.update(pods.wait_ready(outside))
         ips.update(pods.wait_ready("monitoring"))
+        ips.update(pods.wait_ready("ingress-nginx"))
         postgres, metrics = f"{ips['postgres']}:5432", f"{ips['synapse']}:9000"
         rogue = f"{ips['resolver']}:53"
 
@@ -189,6 +197,10 @@ def test_networkpolicies_are_enforced(kube_cluster, real_node_namespace, rendere
         # Synapse's metrics port: the monitoring namespace may scrape, another namespace may not.
         eventually(dial("monitoring", scraper, metrics), True, "monitoring -> synapse:9000")
         eventually(dial(outside, "outsider", metrics), False, "outsider -> synapse:9000")
+        # Element: the ingress controller's namespace may connect to its named port, another namespace may not.
+        web = f"{ips['element']}:8080"
+        eventually(dial("ingress-nginx", controller, web), True, "ingress controller -> element:8080 (port http)")
+        eventually(dial(outside, "outsider", web), False, "outsider -> element:8080")
         # DNS: the cluster DNS answers the stack's pods; another resolver is unreachable from them, though it
         # answers a pod outside the stack's namespace.
         answer = eventually(dns(stack, "element", CLUSTER_DNS), True, "element -> cluster DNS")
@@ -206,7 +218,8 @@ def test_networkpolicies_are_enforced(kube_cluster, real_node_namespace, rendere
             "spec": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"], "ingress": [{}], "egress": [{}]}}))
         eventually(dial(stack, "element", postgres), True, "element -> postgres:5432 with an allow-all policy")
     finally:
-        if created_monitoring:
-            kube.kubectl("delete", "namespace", "monitoring", "--wait=false", check=False)
-        else:
-            kube.kubectl("delete", "pod", "-n", "monitoring", scraper, "--wait=false", check=False)
+        for name, pod in (("monitoring", scraper), ("ingress-nginx", controller)):
+            if name in created:
+                kube.kubectl("delete", "namespace", name, "--wait=false", check=False)
+            else:
+                kube.kubectl("delete", "pod", "-n", name, pod, "--wait=false", check=False)
