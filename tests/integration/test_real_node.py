@@ -173,7 +173,7 @@ def test_networkpolicies_are_enforced(kube_cluster, real_node_namespace, rendere
         pods.create(stack,
                     probe_pod("postgres", ["listen", "tcp:5432"], LABELS["postgres"]),
                     probe_pod("synapse", ["listen", "tcp:8008", "tcp:9000"], LABELS["synapse"]),
-                    probe_pod("element", ["listen", "tcp:8080"], LABELS["element"], ports={"http": 8080}))
+                    probe_pod("element", ["listen", "tcp:8080", "tcp:9090"], LABELS["element"], ports={"http": 8080}))
         pods.create(outside, probe_pod("outsider", ["listen", "tcp:8080"]),
                     probe_pod("resolver", ["listen", "dns:53"], low_ports=True))
         pods.create("monitoring", probe_pod(scraper, ["listen", "tcp:8080"]))
@@ -201,6 +201,7 @@ def test_networkpolicies_are_enforced(kube_cluster, real_node_namespace, rendere
         web = f"{ips['element']}:8080"
         eventually(dial("ingress-nginx", controller, web), True, "ingress controller -> element:8080 (port http)")
         eventually(dial(outside, "outsider", web), False, "outsider -> element:8080")
+        eventually(dial("ingress-nginx", controller, f"{ips['element']}:9090"), False, "ingress controller -> element:9090")
         # DNS: the cluster DNS answers the stack's pods; another resolver is unreachable from them, though it
         # answers a pod outside the stack's namespace.
         answer = eventually(dns(stack, "element", CLUSTER_DNS), True, "element -> cluster DNS")
