@@ -55,6 +55,10 @@ class KubeCluster:
 def kube_cluster():
     cluster = localcluster.Cluster()
     started_here = not cluster.running()
+    if started_here and os.environ.get("PYTEST_XDIST_WORKER"):
+        # With pytest-xdist (scripts/test -n 2) every worker would start its own: the cluster is started once, before.
+        pytest.fail("the local cluster is not running: start it once before pytest -n (scripts/cluster up), "
+                    "or run scripts/test, which does")
     if started_here:
         cluster.up()
     else:

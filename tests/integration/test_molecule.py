@@ -3,31 +3,31 @@
 Runs on the local cluster here (MATRIX_STACK_CLUSTER_PROVIDER=local), its pods on the real node from the local
 test images; users with Docker get kind. Molecule installs nothing (`prerun: false`, dependency step off): the
 scenario runs this checkout through ANSIBLE_COLLECTIONS_PATH and leaves no copy of the collection in the user's
-collections path (a copy there shadowed the checkout for ansible-lint).
+collections path (a copy there shadowed the checkout for ansible-lint). molecule runs with its own HOME, so that
+what it would write there is seen (and nothing of the user's ~/.ansible is read). destroy deletes the scenario's
+namespace from the local cluster, which keeps running: none of its pods runs on after the test.
 """
 
 import os
 import subprocess
-from pathlib import Path
 
 import pytest
+import yaml
 
 from conftest import REPO, VENV_BIN, ansible_env
 
 # Real pods on the local cluster's real node: two converges that wait for Synapse, users included.
 pytestmark = [pytest.mark.kube, pytest.mark.slow, pytest.mark.timeout(1800)]
 
-USER_COPY = Path.home() / ".ansible" / "collections" / "ansible_collections" / "matrix" / "stack"
+NAMESPACE = yaml.safe_load((REPO / "molecule" / "default" / "vars" / "stack.yml").read_text())["matrix_stack_namespace"]
 
 
-def copy_state():
-    """What molecule could have left in the user's collections path: None, or the copy's modification time."""
-    return USER_COPY.stat().st_mtime_ns if USER_COPY.exists() else None
-
-
-def test_molecule_default_scenario(kube_cluster):  # pylint: disable=unused-argument
-    env = ansible_env({"MATRIX_STACK_CLUSTER_PROVIDER": os.environ.get("MATRIX_STACK_CLUSTER_PROVIDER", "local")})
-    before = copy_state()
+def test_molecule_default_scenario(kube_cluster, tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    env = ansible_env({"MATRIX_STACK_CLUSTER_PROVIDER": os.environ.get("MATRIX_STACK_CLUSTER_PROVIDER", "local"),
+                       "HOME": str(home)})
+    env.pop("VIRTUAL_ENV", None)  # molecule's prerun would install into $VIRTUAL_ENV/.ansible instead of HOME
     proc = subprocess.run([str(VENV_BIN / "molecule"), "test", "-s", "default"], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=1800, check=False)
     output = proc.stdout + proc.stderr
@@ -35,4 +35,8 @@ def test_molecule_default_scenario(kube_cluster):  # pylint: disable=unused-argu
     assert "idempotence" in output.lower()
     # Nothing installed: no prerun, and the one matrix.stack every playbook saw is this checkout.
     assert "prerun" not in output and "Another version of 'matrix.stack'" not in output, output[-6000:]
-    assert copy_state() == before, f"molecule wrote {USER_COPY}"
+    copies = [str(path) for path in home.rglob("ansible_collections")]
+    assert not copies, f"molecule installed collections into {copies}"
+    # destroy removed the scenario's namespace from the cluster that keeps running: no pod of it runs on.
+    namespace = kube_cluster.kubectl("get", "namespace", NAMESPACE, "-o", "jsonpath={.status.phase}", check=False)
+    assert namespace.returncode != 0 or namespace.stdout == "Terminating", namespace.stdout
