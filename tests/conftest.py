@@ -29,26 +29,10 @@ VENV_BIN = WORK / "venv" / "bin"
 COLLECTIONS_PATH = WORK / "collections"
 
 
-# Modules that share one rendering of helpers/rendered.py: one xdist worker renders it for all three.
-SHARED_RENDER_MODULES = {"test_coturn_tls.py", "test_element_nginx.py", "test_postgres_init.py"}
-# The longest modules (tens of seconds to minutes, see docs/testing.md): started first, so that with
-# pytest-xdist (scripts/test runs two workers) no worker is left with one of them at the end.
-LONG_MODULES = ["test_real_node_stack.py", "test_molecule.py", "test_render.py", "test_matrix_backup.py",
-                "test_site.py", "test_rendered_programs.py", "test_matrix_backup_kube.py", "test_synapse_features.py"]
-
-
-def pytest_collection_modifyitems(config, items):
+def pytest_collection_modifyitems(config, items):  # pylint: disable=unused-argument
     for item in items:
         if "tests/integration" in str(item.fspath):
             item.add_marker(pytest.mark.integration)
-        # pytest-xdist --dist loadgroup: a module's tests run in one worker, in order (module fixtures, ordered
-        # scenarios), and the modules of one shared rendering together.
-        name = Path(str(item.fspath)).name
-        shared = "tests/integration" in str(item.fspath) and name in SHARED_RENDER_MODULES
-        item.add_marker(pytest.mark.xdist_group("shared-render" if shared else str(item.fspath)))
-    if config.pluginmanager.hasplugin("xdist") and config.getoption("numprocesses", None):
-        rank = {str(REPO / "tests" / "integration" / name): index for index, name in enumerate(LONG_MODULES)}
-        items.sort(key=lambda item: rank.get(str(item.fspath), len(rank)))  # stable: the order within is kept
 
 
 # ----- Kubernetes -------------------------------------------------------------------------------
@@ -71,10 +55,6 @@ class KubeCluster:
 def kube_cluster():
     cluster = localcluster.Cluster()
     started_here = not cluster.running()
-    if started_here and os.environ.get("PYTEST_XDIST_WORKER"):
-        # With pytest-xdist (scripts/test -n 2) every worker would start its own: the cluster is started once, before.
-        pytest.fail("the local cluster is not running: start it once before pytest -n (scripts/cluster up), "
-                    "or run scripts/test, which does")
     if started_here:
         cluster.up()
     else:
