@@ -35,10 +35,11 @@ sys.path.insert(0, str(REPO / "tests"))
 
 # pylint: disable=wrong-import-position
 from helpers.services import PG_BIN as _PG_BIN, PostgresServer, SynapseServer  # noqa: E402
-from ansible_collections.matrix.stack.plugins.module_utils import _backup_ops as ops  # noqa: E402
-from ansible_collections.matrix.stack.plugins.module_utils import _backup_pg as pgm  # noqa: E402
-from ansible_collections.matrix.stack.plugins.module_utils import _backup_media as mm  # noqa: E402
-from ansible_collections.matrix.stack.plugins.module_utils._pg_clients import ClientFinder  # noqa: E402
+from ansible_collections.matrix.stack.plugins.module_utils.backup import create, restore, verify  # noqa: E402
+from ansible_collections.matrix.stack.plugins.module_utils.backup.config import Config  # noqa: E402
+from ansible_collections.matrix.stack.plugins.module_utils.backup import pg as pgm  # noqa: E402
+from ansible_collections.matrix.stack.plugins.module_utils.backup import media as mm  # noqa: E402
+from ansible_collections.matrix.stack.plugins.module_utils.backup.pg_clients import ClientFinder  # noqa: E402
 from helpers import matrix_client as mc  # noqa: E402
 
 PG_BIN = str(_PG_BIN)      # the client of the test server's major (the default inventory's)
@@ -257,11 +258,11 @@ def main():
                         pg=pgm.DirectPg(pg.host, pg.port, "postgres", pg.password, dbname, PG_BIN),
                         pg_clients=ClientFinder(PG_BIN), media=mm.LocalMedia(str(media)), synapse_version="1.163.2")
             base.update(kw)
-            return ops.Config(**base)
+            return Config(**base)
         subprocess.run(["sync"], check=True)
         with PeakUsage(str(src)) as peak:
             t0 = time.monotonic()
-            full = ops.backup(cfg())
+            full = create.backup(cfg())
             full_secs = time.monotonic() - t0
         results["full"] = {"seconds": full_secs, "peak_source_extra": peak.peak, "dest_bytes": du(repo), "stats": full["stats"]}
         log("matrix_backup full: %.1fs, %d files, peak extra at source %d bytes"
@@ -286,7 +287,7 @@ def main():
             t0 = time.monotonic()
             if profiler is not None:
                 profiler.enable()
-            inc = ops.backup(cfg())
+            inc = create.backup(cfg())
             inc_secs = time.monotonic() - t0
         if profiler is not None:
             import pstats  # pylint: disable=import-outside-toplevel
@@ -300,13 +301,13 @@ def main():
 
         # --- verify + restore ------------------------------------------------------------------------------
         t0 = time.monotonic()
-        ver = ops.verify(cfg())
+        ver = verify.verify(cfg())
         ver_secs = time.monotonic() - t0
         assert ver["ok"], ver["problems"]
         target_db = "restored_bench"
         target_media = dest_root / "restored_media"
         t0 = time.monotonic()
-        rest = ops.restore(cfg(pg=pgm.DirectPg(pg.host, pg.port, "postgres", pg.password, target_db, PG_BIN),
+        rest = restore.restore(cfg(pg=pgm.DirectPg(pg.host, pg.port, "postgres", pg.password, target_db, PG_BIN),
                                media=mm.LocalMedia(str(target_media))))
         rest_secs = time.monotonic() - t0
         restored_events = int(pg.psql("SELECT count(*) FROM events", dbname=target_db))

@@ -21,6 +21,12 @@ WORK = REPO / ".work"
 sys.path.insert(0, str(REPO / "scripts"))
 sys.path.insert(0, str(REPO / "tests"))
 
+# Ansible's collection loader, as ansible-playbook installs it: the collection's own filter and lookup plugins
+# (matrix.stack.*) then resolve in the tests that template in process. It leaves the process in module mode.
+from ansible.utils.collection_loader._collection_finder import _AnsibleCollectionFinder  # noqa: E402  pylint: disable=wrong-import-position
+
+_AnsibleCollectionFinder(paths=[str(WORK / "collections")])._install()  # pylint: disable=protected-access
+
 # pylint: disable=wrong-import-position
 import localcluster  # noqa: E402
 from helpers.services import MINIO, CoturnServer, MinioServer, PostgresServer, SynapseServer  # noqa: E402

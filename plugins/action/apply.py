@@ -6,25 +6,20 @@
 import json
 import os
 import shutil
-import time
-from concurrent.futures import ThreadPoolExecutor
 
 from ansible.errors import AnsibleActionFail
-from ansible.module_utils.common.validation import check_type_bool, check_type_int
 from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
 
-from ansible_collections.matrix.stack.plugins.module_utils._kube import KubeError, KubeNamespaceNotFoundError
+from ansible_collections.kubernetes.core.plugins.module_utils.args_common import AUTH_ARG_SPEC
+
 from ansible_collections.matrix.stack.plugins.plugin_utils._apply import plan
-from ansible_collections.matrix.stack.plugins.plugin_utils._apply import secrets as secret_step
 
 display = Display()
 
-# The connection options of the matrix.stack.kube_auth doc fragment (kubernetes.core's names, aliases and K8S_AUTH_*
-# variables), handed to kubernetes.core's get_api_client.
-AUTH_OPTIONS = ("kubeconfig", "context", "host", "api_key", "username", "password", "validate_certs", "verify_ssl",
-                "ca_cert", "ssl_ca_cert", "client_cert", "cert_file", "client_key", "key_file", "proxy", "no_proxy",
-                "proxy_headers", "persist_config")
+# kubernetes.core's connection options (names and aliases, K8S_AUTH_* variables, impersonation), handed to its
+# get_api_client.
+AUTH_OPTIONS = tuple(name for option, spec in AUTH_ARG_SPEC.items() for name in [option] + list(spec.get("aliases") or []))
 OPTIONS = ("components", "namespace", "instance", "field_manager", "render_dir", "render_order", "wait",
            "wait_timeout", "prune", "concurrency", "optional_kinds") + AUTH_OPTIONS
 
@@ -57,145 +52,10 @@ class ActionModule(ActionBase):
         for required in ("namespace", "instance", "field_manager"):
             if not args.get(required):
                 raise AnsibleActionFail("matrix.stack.apply: option %s is required in apply mode" % required)
-        step = Step(args, components, entries, check, want_diff)
-        try:
-            result.update(step.run())
-        except KubeError as exc:
-            result.update(failed=True, msg=str(exc), kube_error=exc.kind, status=exc.status, changed=step.changed)
+        # Imported here: render mode never loads the Kubernetes client.
+        from ansible_collections.matrix.stack.plugins.plugin_utils._apply.step import apply_stack  # pylint: disable=import-outside-toplevel
+        result.update(apply_stack(args, AUTH_OPTIONS, components, entries, check, want_diff))
         return result
-
-
-class Step:
-    """One run of the apply step (apply mode)."""
-
-    def __init__(self, args, components, entries, check, want_diff):
-        from ansible_collections.matrix.stack.plugins.plugin_utils._apply.kube import Kube  # pylint: disable=import-outside-toplevel
-        self.args = args
-        self.components = components
-        self.entries = entries
-        self.check = check
-        self.want_diff = want_diff
-        self.namespace = str(args["namespace"])
-        self.field_manager = str(args["field_manager"])
-        self.concurrency = max(1, check_type_int(args.get("concurrency", 8)))
-        auth = {name: args[name] for name in AUTH_OPTIONS if args.get(name) not in (None, "")}
-        self.kube = Kube(auth, self.field_manager, dry_run=check)
-        self.changed = False
-        self.diffs = []
-
-    def parallel(self, func, items):
-        items = list(items)
-        if len(items) <= 1:
-            return [func(item) for item in items]
-        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(items))) as pool:
-            return list(pool.map(func, items))
-
-    def apply_one(self, entry, existing, namespace_exists=True):
-        obj = entry[1]
-        before = existing.get(plan.key(obj)) if existing is not None else None
-        if before is None and namespace_exists:
-            before = self.kube.get(obj, self.namespace)
-        if not namespace_exists:
-            return before, obj  # check mode, namespace still to be created: a dry run would be refused
-        return before, self.kube.apply(obj, self.namespace)
-
-    def run(self):
-        started = time.monotonic()
-        namespaces, rest = plan.split_namespaces(self.entries)
-        requested_waits = plan.wait_list(self.components)
-        outcomes = {}
-        optional = set(self.args.get("optional_kinds") or [])
-        skipped = [entry for entry in rest if entry[1]["kind"] in optional
-                   and entry[1]["kind"] not in self.kube.resources(entry[1]["apiVersion"])]
-        rest = [entry for entry in rest if entry not in skipped]
-
-        # 1. The Namespace, alone and first.
-        namespace_exists = True
-        for entry in namespaces:
-            before, after = self.apply_one(entry, {})
-            outcomes[plan.key(entry[1])] = (before, after)
-            if entry[1]["metadata"]["name"] == self.namespace and before is None and self.check:
-                namespace_exists = False
-
-        # 2. Operator-supplied Secrets must exist (before anything else is applied), generated Secrets are created.
-        refs = [ref for component in self.components for ref in component.get("secret_refs") or []]
-        generated = [(component, secret) for component in self.components
-                     for secret in component.get("secrets") or []]
-        secret_results = secret_step.ensure(self.kube, self.namespace, refs, generated, self.parallel,
-                                            namespace_exists)
-
-        # 3. What exists now (the label-selected LISTs serve as "before" and as the prune candidates).
-        selector = plan.instance_selector(str(self.args["instance"]))
-        existing = {}
-        listed = []
-        if namespace_exists:
-            kinds = plan.prunable_kinds(rest) + [("v1", "PersistentVolumeClaim")]
-            for items in self.parallel(lambda kind: self.kube.list(kind[0], kind[1], self.namespace, selector), kinds):
-                listed.extend(items)
-            existing = {plan.key(obj): obj for obj in listed}
-
-        # 4. Everything else, server-side applied with bounded concurrency.
-        try:
-            results = self.parallel(lambda entry: self.apply_one(entry, existing, namespace_exists), rest)
-        except KubeNamespaceNotFoundError as exc:
-            raise KubeError("%s (matrix_stack_create_namespace is false: the namespace must exist)" % exc) from None
-        for entry, outcome in zip(rest, results):
-            outcomes[plan.key(entry[1])] = outcome
-
-        # 5. Prune what this instance applied before and no longer renders.
-        pruned = plan.plan_prune(listed, self.entries, self.field_manager) if self.args.get("prune", True) else []
-        self.parallel(lambda obj: self.kube.delete(obj, self.namespace), pruned)
-
-        by_label = {plan.label(after): (before, after) for before, after in outcomes.values()}
-        report = plan.summary(by_label, self.check)
-        self.changed = bool(report["created"] or report["updated"] or pruned or secret_results["changed"])
-        if self.want_diff:
-            for name in report["created"] + report["updated"]:
-                self.diffs.append(plan.object_diff(*by_label[name]))
-            self.diffs.extend(secret_results["diffs"])
-            self.diffs.extend(plan.object_diff(obj, None) for obj in pruned)
-        pruned_labels = [plan.label(obj) for obj in pruned]
-        if pruned_labels:
-            display.display("%s (%s): %s" % ("would prune" if self.check else "pruned",
-                                             "no longer rendered by the inventory", ", ".join(pruned_labels)),
-                            color="yellow" if self.check else "blue")
-
-        # 6. Wait, all at once, for the workloads whose spec changed (or that are not ready).
-        waits = []
-        if check_type_bool(self.args.get("wait", True)) and not self.check:
-            by_kind = {(kind, name): outcomes.get(("apps", kind, name)) for kind, name in requested_waits}
-            waits = plan.plan_waits(requested_waits, {k: v for k, v in by_kind.items() if v is not None})
-            self.wait(waits, selector, check_type_int(self.args.get("wait_timeout", 600)))
-
-        result = {
-            "changed": self.changed,
-            "created": report["created"],
-            "updated": report["updated"],
-            "unchanged": report["unchanged"],
-            "pruned": pruned_labels,
-            "secrets": secret_results["summary"],
-            "waited": ["%s/%s" % item for item in waits],
-            "left_out": [plan.label(obj) for _component, obj in skipped],
-            "seconds": round(time.monotonic() - started, 3),
-        }
-        result["msg"] = "%d created, %d updated, %d unchanged, %d %s, %d waited for" % (
-            len(report["created"]), len(report["updated"]), report["unchanged"], len(pruned_labels),
-            "to prune" if self.check else "pruned", len(waits))
-        if self.diffs:
-            result["diff"] = self.diffs
-        return result
-
-    def wait(self, waits, selector, timeout):
-        kinds = sorted({kind for kind, _name in waits})
-
-        def one(kind):
-            names = [name for k, name in waits if k == kind]
-            return self.kube.wait_ready("apps/v1", kind, self.namespace, names, plan.ready, selector, timeout)
-
-        late = [name for names in self.parallel(one, kinds) for name in names]
-        if late:
-            raise KubeError("not ready after %ss (matrix_stack_wait_timeout): %s; see kubectl -n %s describe and the "
-                            "pods' events" % (timeout, ", ".join(late), self.namespace))
 
 
 def render(render_dir, namespace, components, entries, order, check):

@@ -16,9 +16,11 @@ PLAYBOOKS_DIR = os.path.join(COLLECTION, "playbooks")
 
 def _playbook_text():
     text = []
-    for name in sorted(os.listdir(PLAYBOOKS_DIR)) if os.path.isdir(PLAYBOOKS_DIR) else []:
-        with open(os.path.join(PLAYBOOKS_DIR, name), encoding="utf-8") as handle:
-            text.append(handle.read())
+    for root, _dirs, files in sorted(os.walk(PLAYBOOKS_DIR)):
+        for name in sorted(files):
+            if name.endswith((".yml", ".yaml")):
+                with open(os.path.join(root, name), encoding="utf-8") as handle:
+                    text.append(handle.read())
     return "\n".join(text)
 
 

@@ -33,7 +33,7 @@ description:
 author:
   - matrix.stack contributors (!UNKNOWN)
 extends_documentation_fragment:
-  - matrix.stack.kube_auth
+  - kubernetes.core.k8s_auth_options
 attributes:
   check_mode:
     support: full

@@ -30,7 +30,7 @@ description:
 author:
   - matrix.stack contributors (!UNKNOWN)
 extends_documentation_fragment:
-  - matrix.stack.kube_auth
+  - kubernetes.core.k8s_auth_options
 attributes:
   check_mode:
     support: full
@@ -468,14 +468,16 @@ import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.matrix.stack.plugins.module_utils._backup_repo import BackupError, Repository
-from ansible_collections.matrix.stack.plugins.module_utils import _backup_ops as ops
-from ansible_collections.matrix.stack.plugins.module_utils import _backup_crypto as crypto
-from ansible_collections.matrix.stack.plugins.module_utils import _backup_media as media_mod
-from ansible_collections.matrix.stack.plugins.module_utils import _backup_pg as pg_mod
-from ansible_collections.matrix.stack.plugins.module_utils import _backup_s3 as s3_mod
-from ansible_collections.matrix.stack.plugins.module_utils import _pg_clients as pg_clients
-from ansible_collections.matrix.stack.plugins.module_utils import _kube
+from ansible_collections.matrix.stack.plugins.module_utils.backup.repo import BackupError, Repository
+from ansible_collections.matrix.stack.plugins.module_utils.backup import create, prune, restore, verify
+from ansible_collections.matrix.stack.plugins.module_utils.backup.config import Config
+from ansible_collections.matrix.stack.plugins.module_utils.backup import crypto
+from ansible_collections.matrix.stack.plugins.module_utils.backup import media as media_mod
+from ansible_collections.matrix.stack.plugins.module_utils.backup import pg as pg_mod
+from ansible_collections.matrix.stack.plugins.module_utils.backup import s3 as s3_mod
+from ansible_collections.matrix.stack.plugins.module_utils.backup import pg_clients
+from ansible_collections.matrix.stack.plugins.module_utils.kube.client import build_api_client, kube_auth_argument_spec, require_kubernetes
+from ansible_collections.matrix.stack.plugins.module_utils.kube.errors import KubeError, fail_kube
 
 
 def argument_spec():
@@ -548,21 +550,21 @@ def argument_spec():
         lock_timeout=dict(type="int", default=0),
         exec_timeout=dict(type="int", default=600),
     )
-    spec.update(_kube.kube_auth_argument_spec())
+    spec.update(kube_auth_argument_spec())
     return spec
 
 
 def build_config(module, p):
-    """Translate module parameters into an ops.Config (building Kubernetes clients only when needed)."""
+    """Translate module parameters into a backup Config (building Kubernetes clients only when needed)."""
     db, media, sec, enc, syn = (p.get(k) or {} for k in ("database", "media", "secrets", "encryption", "synapse"))
     need_kube = bool(db.get("pod") or media.get("pod") or sec.get("namespace") or syn.get("deployment"))
     api = None
     if need_kube:
-        _kube.require_kubernetes(module)
+        require_kubernetes(module)
         try:
-            api = _kube.build_api_client(p)
-        except _kube.KubeError as e:
-            _kube.fail_kube(module, e)
+            api = build_api_client(p)
+        except KubeError as e:
+            fail_kube(module, e)
     recipients, identities = [], []
     if enc.get("recipients") or enc.get("identities") or enc.get("identity_file") or media.get("encrypt"):
         if not crypto.HAS_PYRAGE:
@@ -593,7 +595,7 @@ def build_config(module, p):
             module.fail_json(msg=missing_required_lib("boto3"))
         s3 = s3_mod.S3Copy(**p["s3"])
     clients = pg_clients.ClientFinder(db.get("pg_bin_dir"), db.get("pg_bin_search"))
-    return ops.Config(
+    return Config(
         dest=p["dest"], server_name=p.get("server_name"), set_name=p["set"], pg=pg, pg_clients=clients,
         media=src, media_encrypt=bool(media.get("encrypt")), media_rehash=bool(media.get("rehash")),
         verify_media=p["verify_media"], recipients=recipients, recipient_strings=list(enc.get("recipients") or []),
@@ -616,18 +618,18 @@ def main():
         repo = Repository(cfg.dest)
         before = repo.list_sets() if repo.exists() else []
         if mode == "backup":
-            result = ops.backup(cfg)
+            result = create.backup(cfg)
             after = before + ([result["set_id"]] if result.get("set_id") else ["(new set)"] if module.check_mode else [])
         elif mode == "prune":
-            result = ops.prune(cfg)
+            result = prune.prune(cfg)
             after = [s for s in before if s not in result["deleted"]]
         elif mode == "verify":
-            result = ops.verify(cfg)
+            result = verify.verify(cfg)
             if not result["ok"]:
                 module.fail_json(msg="backup verification failed: %s" % "; ".join(result["problems"][:10]), **result)
             module.exit_json(**result)
         else:
-            result = ops.restore(cfg)
+            result = restore.restore(cfg)
             module.exit_json(**result)
         result["sets_before"], result["sets_after"] = before, after
         if module._diff:

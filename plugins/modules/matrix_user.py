@@ -264,19 +264,18 @@ http:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.matrix.stack.plugins.module_utils._synapse_admin import (
+from ansible_collections.matrix.stack.plugins.module_utils.synapse.connection import (
     CONNECTION_MUTUALLY_EXCLUSIVE,
     CONNECTION_REQUIRED_BY,
     CONNECTION_REQUIRED_ONE_OF,
     Connection,
-    SynapseAdminError,
-    UserManager,
-    UserSpecError,
-    UserIdError,
     connection_argument_spec,
     discover_server_name,
-    parse_user_id,
 )
+from ansible_collections.matrix.stack.plugins.module_utils.synapse.ids import UserIdError, parse_user_id
+from ansible_collections.matrix.stack.plugins.module_utils.synapse.planning import UserSpecError
+from ansible_collections.matrix.stack.plugins.module_utils.synapse.transport import SynapseAdminError
+from ansible_collections.matrix.stack.plugins.module_utils.synapse.users import UserManager
 
 PER_USER = ("password", "update_password", "admin", "displayname", "emails", "user_type", "locked",
             "logout_devices", "state")

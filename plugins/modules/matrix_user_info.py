@@ -106,19 +106,18 @@ pages:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.matrix.stack.plugins.module_utils._synapse_admin import (
-    ADMIN_V3_USERS,
+from ansible_collections.matrix.stack.plugins.module_utils.synapse.connection import (
     CONNECTION_MUTUALLY_EXCLUSIVE,
     CONNECTION_REQUIRED_BY,
     CONNECTION_REQUIRED_ONE_OF,
     Connection,
-    SynapseAdminError,
-    UserIdError,
     connection_argument_spec,
     discover_server_name,
-    make_user_id,
-    public_user,
 )
+from ansible_collections.matrix.stack.plugins.module_utils.synapse.endpoints import ADMIN_V3_USERS
+from ansible_collections.matrix.stack.plugins.module_utils.synapse.ids import UserIdError, make_user_id
+from ansible_collections.matrix.stack.plugins.module_utils.synapse.planning import public_user
+from ansible_collections.matrix.stack.plugins.module_utils.synapse.transport import SynapseAdminError
 
 
 def list_users(client, params):

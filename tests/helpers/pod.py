@@ -110,9 +110,9 @@ class Pod:
 
 
 def secret_generators():
-    """matrix.stack.matrix_secret's generators (plugins/module_utils/_secret_generators.py), as text."""
+    """matrix.stack.matrix_secret's generators (plugins/module_utils/secrets/generators.py), as text."""
     import importlib.util  # pylint: disable=import-outside-toplevel
-    path = Path(__file__).resolve().parents[2] / "plugins" / "module_utils" / "_secret_generators.py"
+    path = Path(__file__).resolve().parents[2] / "plugins" / "module_utils" / "secrets" / "generators.py"
     spec = importlib.util.spec_from_file_location("matrix_stack_secret_generators", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -7,11 +7,14 @@ One playbook start per scenario, in order, on one namespace (minimal inventory):
    the diff shows the Synapse ConfigMap change, Element's objects are listed as "would prune", and no secret
    value appears anywhere in the output;
 4. Element disabled for real: exactly Element's objects are pruned; a PVC and a Secret carrying the instance's
-   labels (and applied by the same field manager) stay, as does every other object, unchanged.
+   labels (and applied by the same field manager) stay, as does every other object, unchanged;
+5. an external database whose CA ConfigMap, then password Secret, is missing: each stops the play with the
+   variable's name before anything is written.
 """
 
 import base64
 import json
+import time
 import secrets
 from pathlib import Path
 
@@ -109,6 +112,17 @@ def add_foreign_data(kube, namespace):
     ):
         kube.kubectl("apply", "--server-side", "--field-manager=matrix.stack", "-n", namespace, "-f", "-",
                      input=json.dumps(obj))
+    # The PV controller annotates a new claim once, a moment later: let it settle, so that a snapshot taken next
+    # only moves when something else writes.
+    last, stable_since, deadline = None, time.monotonic(), time.monotonic() + 30
+    while time.monotonic() < deadline:
+        version = kube.kubectl("get", "pvc", "matrix-extra-data", "-n", namespace,
+                               "-o", "jsonpath={.metadata.resourceVersion}").stdout
+        if version != last:
+            last, stable_since = version, time.monotonic()
+        elif time.monotonic() - stable_since >= 3:
+            break
+        time.sleep(0.5)
 
 
 def test_3_check_mode_changes_nothing_shows_diff_and_would_prune(site):
@@ -118,7 +132,9 @@ def test_3_check_mode_changes_nothing_shows_diff_and_would_prune(site):
     checked = site["play"]({"matrix_stack_element_enabled": False, "synapse_max_upload_size": "77M"}, check=True,
                            diff=True)
     assert checked.rc == 0, checked.stdout[-4000:]
-    assert snapshot(kube, namespace) == before, "check mode changed the cluster"
+    after = snapshot(kube, namespace)
+    assert after == before, ("check mode changed the cluster",
+                             {k: (before.get(k), after.get(k)) for k in set(before) | set(after) if before.get(k) != after.get(k)})
     out = checked.stdout
     assert "max_upload_size: 77M" in out  # the diff of the Synapse ConfigMap
     assert "would prune" in out
@@ -147,3 +163,27 @@ def test_4_disabling_element_prunes_exactly_its_objects(site):
     # The NetworkPolicies that mention Element are re-rendered without it; nothing else moved.
     moved = {k for k in after if before[k] != after[k]}
     assert moved <= {("NetworkPolicy", "matrix-synapse"), ("NetworkPolicy", "matrix-default-deny")}, moved
+
+
+def test_5_external_database_references_are_checked_before_anything_is_applied(site):
+    """External PostgreSQL with a CA ConfigMap: a missing ConfigMap stops the play while the roles render (naming
+    postgres_external_ssl_ca_configmap_name); once it exists, the missing password Secret stops the apply step before
+    its first write (naming postgres_external_password_secret_name). Nothing changes on the server either time."""
+    kube, namespace = site["kube"], site["namespace"]
+    external = {"postgres_mode": "external", "postgres_external_host": "db.example.test",
+                "postgres_external_sslmode": "verify-full", "postgres_external_ssl_ca_configmap_name": "db-ca",
+                "postgres_external_password_secret_name": "db-pass",
+                "networkpolicy_postgres_external_peers": [{"ipBlock": {"cidr": "10.0.12.7/32"}}]}
+    before = snapshot(kube, namespace)
+    no_ca = site["play"](external)
+    assert no_ca.rc != 0
+    assert "postgres_external_ssl_ca_configmap_name: ConfigMap db-ca with key ca.crt" in no_ca.stdout, no_ca.stdout[-3000:]
+    assert snapshot(kube, namespace) == before
+    kube.kubectl("create", "configmap", "db-ca", "-n", namespace, "--from-literal=ca.crt=not-checked-here")
+    before = snapshot(kube, namespace)
+    no_secret = site["play"](external)
+    assert no_secret.rc != 0
+    assert "ConfigMap db-ca with key" not in no_secret.stdout
+    assert "postgres_external_password_secret_name" in no_secret.stdout and "db-pass" in no_secret.stdout, \
+        no_secret.stdout[-3000:]
+    assert snapshot(kube, namespace) == before

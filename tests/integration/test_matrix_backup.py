@@ -429,7 +429,8 @@ def test_retention_simulated_calendar(backups, tmp_path):
     import datetime
     import sys
     sys.path.insert(0, str(REPO / ".work/collections"))
-    from ansible_collections.matrix.stack.plugins.module_utils._backup_repo import Repository, MEDIA_INDEX, sha256_file
+    from ansible_collections.matrix.stack.plugins.module_utils.backup.repo import Repository, MEDIA_INDEX
+    from ansible_collections.matrix.stack.plugins.module_utils.backup.hashing import sha256_file
 
     repo = Repository(str(tmp_path / "cal"))
     repo.init(False)

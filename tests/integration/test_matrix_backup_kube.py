@@ -150,11 +150,14 @@ def test_backup_role_cronjob_and_its_job_playbook(kube_cluster, kube_namespace, 
           "matrix_stack_kubeconfig": kube_cluster.kubeconfig, "synapse_server_name": "kube.test",
           "backup_schedule_enabled": True, "backup_image": "example.invalid/matrix-backup:0.1.0",
           "backup_age_recipients": ["age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"]}
-    # matrix_stack's defaults (labels, field manager) come from its role; include it for its vars only
+    # The role used on its own: it hands its objects over, then matrix_stack's one apply step applies them
+    # (matrix_stack's defaults, such as the field manager, come from its role, listed for its vars only).
     play.write_text(json.dumps([{
         "name": "backup role", "hosts": "localhost", "gather_facts": False,
         "roles": [{"role": "matrix.stack.matrix_stack", "when": False}],
-        "tasks": [{"name": "include", "ansible.builtin.include_role": {"name": "matrix.stack.backup"}}]}]))
+        "tasks": [{"name": "include", "ansible.builtin.include_role": {"name": "matrix.stack.backup"}},
+                  {"name": "apply", "ansible.builtin.include_role": {"name": "matrix.stack.matrix_stack",
+                                                                     "tasks_from": "deploy"}}]}]))
     res = run_playbook(play, extra_vars=ev)
     assert res.rc == 0, res.stdout[-4000:]
     res2 = run_playbook(play, extra_vars=ev)

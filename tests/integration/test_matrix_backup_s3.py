@@ -19,8 +19,8 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / ".work" / "collections"))
 
 # pylint: disable=wrong-import-position
-from ansible_collections.matrix.stack.plugins.module_utils._backup_repo import BackupError, Repository  # noqa: E402
-from ansible_collections.matrix.stack.plugins.module_utils import _backup_s3 as s3_mod  # noqa: E402
+from ansible_collections.matrix.stack.plugins.module_utils.backup.repo import BackupError, Repository  # noqa: E402
+from ansible_collections.matrix.stack.plugins.module_utils.backup import s3 as s3_mod  # noqa: E402
 
 
 def add_media(root, count, seed):
@@ -106,7 +106,7 @@ def test_off_site_copy_round_trip(run_playbook, tmp_path, postgres_server, small
 
 def make_local_set(repo_dir, files):
     """A complete local set with the given media contents (through the real repository code)."""
-    from ansible_collections.matrix.stack.plugins.module_utils import _backup_media as media_mod  # noqa: E402
+    from ansible_collections.matrix.stack.plugins.module_utils.backup import media as media_mod  # noqa: E402
     repo = Repository(str(repo_dir))
     repo.init(False)
     set_id = repo.unique_set_id()

@@ -21,7 +21,7 @@ COLLECTIONS = Path(__file__).resolve().parents[2] / ".work" / "collections"
 if str(COLLECTIONS) not in sys.path:
     sys.path.insert(0, str(COLLECTIONS))
 
-from ansible_collections.matrix.stack.plugins.module_utils import _port_forward as pf  # noqa: E402
+from ansible_collections.matrix.stack.plugins.module_utils.kube import port_forward as pf  # noqa: E402
 
 MANIFESTS = """
 apiVersion: v1

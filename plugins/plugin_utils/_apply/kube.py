@@ -5,7 +5,7 @@
 
 The connection options (kubeconfig, context, host, api_key, impersonation, proxies, the K8S_AUTH_* variables)
 are those of kubernetes.core and handled by its ``get_api_client``; errors are translated into the messages of
-``module_utils/_kube.py``. Requests go through the client's dynamic request helper, returning plain dicts.
+``module_utils/kube/``. Requests go through the client's dynamic request helper, returning plain dicts.
 Discovery asks only for the group-versions the stack uses (one request each, cached for the run).
 """
 
@@ -13,7 +13,7 @@ import json
 import threading
 import time
 
-from ansible_collections.matrix.stack.plugins.module_utils._kube import KubeError, KubeNotFoundError, translate_error
+from ansible_collections.matrix.stack.plugins.module_utils.kube.errors import KubeError, KubeNotFoundError, translate_error
 
 try:
     from kubernetes.client.rest import ApiException

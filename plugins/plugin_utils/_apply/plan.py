@@ -9,6 +9,8 @@ workloads to wait for, what to prune, what to show as a diff (never a secret val
 """
 
 import copy
+import hashlib
+import json
 
 # Kinds the collection may produce that pruning looks at (listed by label selector). PersistentVolumeClaims and
 # Secrets are never pruned (data, signing key, passwords); Namespaces neither.
@@ -93,6 +95,13 @@ def instance_selector(instance):
                                   PART_OF_LABEL, PART_OF_VALUE)
 
 
+def instance_objects(objects, instance):
+    """The objects that carry this instance's labels (those instance_selector selects)."""
+    want = {INSTANCE_LABEL: instance, MANAGED_BY_LABEL: MANAGED_BY_VALUE, PART_OF_LABEL: PART_OF_VALUE}
+    return [obj for obj in objects
+            if all(((obj.get("metadata") or {}).get("labels") or {}).get(name) == value for name, value in want.items())]
+
+
 def prunable_kinds(entries):
     """The (apiVersion, kind) pairs pruning lists: the known ones plus any other kind handed over."""
     kinds = list(PRUNABLE_KINDS)
@@ -146,6 +155,53 @@ def comparable(obj):
         if not annotations:
             metadata.pop("annotations")
     return out
+
+
+APPLIED_ANNOTATION = "matrix.stack/applied"
+
+
+def applied_hash(obj):
+    """sha256 of an object as the inventory renders it (canonical JSON, without the annotation that carries it)."""
+    plain = copy.deepcopy(obj)
+    metadata = plain.get("metadata") or {}
+    (metadata.get("annotations") or {}).pop(APPLIED_ANNOTATION, None)
+    if "annotations" in metadata and not metadata["annotations"]:
+        del metadata["annotations"]  # no annotation and an empty map are the same rendering
+    return hashlib.sha256(json.dumps(plain, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def stamp(obj):
+    """A copy of ``obj`` that carries its own hash: the next run can tell that it is unchanged without applying it."""
+    out = copy.deepcopy(obj)
+    out.setdefault("metadata", {}).setdefault("annotations", {})[APPLIED_ANNOTATION] = applied_hash(obj)
+    return out
+
+
+def contains(live, desired):
+    """Whether every field of ``desired`` holds the same value in ``live`` (lists: same length, item by item)."""
+    if isinstance(desired, dict):
+        return isinstance(live, dict) and all(name in live and contains(live[name], value) for name, value in desired.items())
+    if isinstance(desired, list):
+        return isinstance(live, list) and len(live) == len(desired) and all(map(contains, live, desired))
+    if isinstance(desired, bool) or isinstance(live, bool):
+        return type(live) is type(desired) and live == desired  # pylint: disable=unidiomatic-typecheck
+    return live == desired
+
+
+def in_sync(stamped, live):
+    """Whether applying ``stamped`` (see stamp) could not change ``live``, so that the apply can be skipped.
+
+    Both must hold: the live object carries the hash of exactly this rendering (a field applied before and no longer
+    rendered would otherwise stay: server-side apply removes it, a comparison cannot see it), and every rendered
+    field still holds its value (nothing drifted). Anything else, including values the API server normalises, is
+    applied: a needless apply only costs a request.
+    """
+    if live is None:
+        return False
+    want = stamped["metadata"]["annotations"][APPLIED_ANNOTATION]
+    if ((live.get("metadata") or {}).get("annotations") or {}).get(APPLIED_ANNOTATION) != want:
+        return False
+    return contains(live, stamped)
 
 
 def changed(before, after, dry_run):
@@ -243,13 +299,17 @@ def _yaml(obj):
 # ----- render mode -------------------------------------------------------------------------------
 
 def render_files(entries, order):
-    """``{relative path: text}``: one YAML file per object under ``<NN>-<component>/``, as kubectl -R reads them."""
+    """``{relative path: text}``: one YAML file per object under ``<NN>-<component>/``, as kubectl -R reads them.
+
+    The objects are exactly those apply mode applies (stamped with their hash), so that applying the files with the
+    same field manager and then running site.yml changes nothing, and the other way round.
+    """
     files = {}
     for component, obj in entries:
         if component not in order:
             raise PlanError("component %r has no render order (known: %s)" % (component, ", ".join(sorted(order))))
         path = "%s-%s/%s-%s.yaml" % (order[component], component, obj["kind"].lower(), obj["metadata"]["name"])
-        files[path] = "---\n" + _dump(obj)
+        files[path] = "---\n" + _dump(stamp(obj))
     return files
 
 

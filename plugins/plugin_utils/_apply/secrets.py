@@ -9,10 +9,10 @@ existing keys never changed, foreign Secrets refused); diffs and results carry k
 
 import time
 
-from ansible_collections.matrix.stack.plugins.module_utils._kube import (
-    KubeConflictError, KubeError, create_secret, get_secret, replace_secret)
-from ansible_collections.matrix.stack.plugins.module_utils._secret_generators import SecretSpecError
-from ansible_collections.matrix.stack.plugins.modules.matrix_secret import (
+from ansible_collections.matrix.stack.plugins.module_utils.kube.errors import KubeConflictError, KubeError
+from ansible_collections.matrix.stack.plugins.module_utils.kube.secrets import create_secret, get_secret, replace_secret
+from ansible_collections.matrix.stack.plugins.module_utils.secrets.generators import SecretSpecError
+from ansible_collections.matrix.stack.plugins.module_utils.secrets.planning import (
     ForeignSecretError, build_body, key_diff, plan_present, validate_request)
 from ansible_collections.matrix.stack.plugins.plugin_utils._apply import plan
 
@@ -77,9 +77,10 @@ def ensure(kube, namespace, refs, generated, parallel, namespace_exists):
         check_refs(kube, namespace, refs, parallel)
     if not namespace_exists:
         # Check mode before the namespace exists: every generated Secret would be created.
-        return {"changed": bool(generated), "diffs": [{"before": {}, "after": {"keys": sorted(
-                    k["name"] for k in secret.get("keys_") or [])}, "before_header": "Secret/%s (absent)" % secret["name"],
-                    "after_header": "Secret/%s (key names only)" % secret["name"]} for _c, secret in generated],
+        diffs = [{"before": {}, "after": {"keys": sorted(k["name"] for k in secret.get("keys_") or [])},
+                  "before_header": "Secret/%s (absent)" % secret["name"],
+                  "after_header": "Secret/%s (key names only)" % secret["name"]} for _c, secret in generated]
+        return {"changed": bool(generated), "diffs": diffs,
                 "summary": [{"name": secret["name"], "component": component["name"], "generated": "all", "kept": []}
                             for component, secret in generated]}
     outcomes = parallel(lambda item: ensure_one(kube, namespace, item[0], item[1]), generated)

@@ -11,7 +11,7 @@ if str(COLLECTIONS) not in sys.path:
     sys.path.insert(0, str(COLLECTIONS))
 
 # pylint: disable=wrong-import-position
-from ansible_collections.matrix.stack.plugins.module_utils._backup_repo import Repository, MEDIA_INDEX  # noqa: E402
+from ansible_collections.matrix.stack.plugins.module_utils.backup.repo import Repository, MEDIA_INDEX  # noqa: E402
 
 
 def put_object(repo, content):
@@ -36,7 +36,7 @@ def make_set(repo, set_id, media=None, complete=True):
         f.write('{"set_id": "%s"}' % set_id)
     if not complete:
         return tmp
-    from ansible_collections.matrix.stack.plugins.module_utils._backup_repo import sha256_file
+    from ansible_collections.matrix.stack.plugins.module_utils.backup.hashing import sha256_file
     files = {}
     for name in (MEDIA_INDEX, "manifest.json"):
         sha, size = sha256_file(os.path.join(tmp, name))

@@ -6,8 +6,9 @@ import os
 import pytest
 
 from ._backup_helpers import REPO  # noqa: F401  pylint: disable=unused-import
-from ansible_collections.matrix.stack.plugins.module_utils import _backup_crypto as crypto
-from ansible_collections.matrix.stack.plugins.module_utils._backup_repo import BackupError, HashingReader, HashingWriter
+from ansible_collections.matrix.stack.plugins.module_utils.backup import crypto
+from ansible_collections.matrix.stack.plugins.module_utils.backup.repo import BackupError
+from ansible_collections.matrix.stack.plugins.module_utils.backup.hashing import HashingReader, HashingWriter
 
 
 def test_stream_roundtrip_and_hashes():

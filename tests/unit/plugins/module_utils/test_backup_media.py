@@ -6,10 +6,10 @@ import os
 import pytest
 
 from ._backup_helpers import make_set, new_repo
-from ansible_collections.matrix.stack.plugins.module_utils import _backup_crypto as crypto
-from ansible_collections.matrix.stack.plugins.module_utils import _backup_media as media
-from ansible_collections.matrix.stack.plugins.module_utils import _backup_ops as ops
-from ansible_collections.matrix.stack.plugins.module_utils._backup_repo import BackupError
+from ansible_collections.matrix.stack.plugins.module_utils.backup import crypto
+from ansible_collections.matrix.stack.plugins.module_utils.backup import media
+from ansible_collections.matrix.stack.plugins.module_utils.backup import create
+from ansible_collections.matrix.stack.plugins.module_utils.backup.repo import BackupError
 
 
 def write(root, rel, content):
@@ -50,22 +50,22 @@ def test_safe_rel():
 def test_plan_is_incremental(tmp_path, store):
     repo = new_repo(tmp_path)
     src = media.LocalMedia(store)
-    base, reused, to_copy = ops.plan_media(repo, src)
+    base, reused, to_copy = create.plan_media(repo, src)
     assert base is None and not reused and len(to_copy) == 2
     make_set(repo, "20260101T000000Z", media={"local_content/ab/cd/efghij": b"image bytes",
                                               "local_thumbnails/ab/cd/efghij/32-32-image-jpeg-crop": b"thumb"})
     write(store, "local_content/ab/cd/new", b"new")
-    base, reused, to_copy = ops.plan_media(repo, src)
+    base, reused, to_copy = create.plan_media(repo, src)
     assert base == "20260101T000000Z"
     assert [r for r, _s in to_copy] == ["local_content/ab/cd/new"]
     assert len(reused) == 2
     # an object that vanished from the repository is copied again
     sha = hashlib.sha256(b"thumb").hexdigest()
     os.unlink(repo.object_path(sha))
-    _b, reused, to_copy = ops.plan_media(repo, src)
+    _b, reused, to_copy = create.plan_media(repo, src)
     assert sorted(r for r, _s in to_copy) == ["local_content/ab/cd/new", "local_thumbnails/ab/cd/efghij/32-32-image-jpeg-crop"]
     # rehash ignores the index
-    _b, reused, to_copy = ops.plan_media(repo, src, rehash=True)
+    _b, reused, to_copy = create.plan_media(repo, src, rehash=True)
     assert not reused and len(to_copy) == 3
 
 

@@ -5,10 +5,10 @@ import os
 import pytest
 
 from ._backup_helpers import REPO  # noqa: F401  pylint: disable=unused-import
-from ansible_collections.matrix.stack.plugins.module_utils import _backup_pg as pg
-from ansible_collections.matrix.stack.plugins.module_utils._backup_repo import BackupError
+from ansible_collections.matrix.stack.plugins.module_utils.backup import pg
+from ansible_collections.matrix.stack.plugins.module_utils.backup.repo import BackupError
 
-from ansible_collections.matrix.stack.plugins.module_utils._pg_clients import ClientFinder
+from ansible_collections.matrix.stack.plugins.module_utils.backup.pg_clients import ClientFinder
 
 # the newest client laid out by scripts/setup-postgres, if any
 try:

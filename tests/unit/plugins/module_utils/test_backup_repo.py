@@ -1,4 +1,4 @@
-"""Unit tests for _backup_repo: atomic sets, completion markers, locking, media index (real files)."""
+"""Unit tests for backup/repo.py: atomic sets, completion markers, locking, media index (real files)."""
 
 import json
 import os
@@ -6,7 +6,8 @@ import os
 import pytest
 
 from ._backup_helpers import make_set, new_repo, put_object
-from ansible_collections.matrix.stack.plugins.module_utils import _backup_repo as br
+from ansible_collections.matrix.stack.plugins.module_utils.backup import repo as br
+from ansible_collections.matrix.stack.plugins.module_utils.backup.hashing import sha256_file
 
 
 def test_only_completed_sets_are_listed(tmp_path):
@@ -40,7 +41,7 @@ def test_commit_writes_marker_with_checksums(tmp_path):
     assert marker["set_id"] == "20260101T000000Z"
     assert set(marker["files"]) == {"media.idx", "manifest.json"}
     assert oct(os.stat(os.path.join(path, br.COMPLETE)).st_mode & 0o777) == "0o600"
-    sha, size = br.sha256_file(os.path.join(path, "media.idx"))
+    sha, size = sha256_file(os.path.join(path, "media.idx"))
     assert marker["files"]["media.idx"] == {"size": size, "sha256": sha}
     assert not [n for n in os.listdir(repo.sets_dir) if n.startswith(".tmp-")]
 

@@ -3,7 +3,7 @@
 import datetime
 
 from ._backup_helpers import REPO  # noqa: F401  pylint: disable=unused-import
-from ansible_collections.matrix.stack.plugins.module_utils import _backup_retention as ret
+from ansible_collections.matrix.stack.plugins.module_utils.backup import retention as ret
 
 UTC = datetime.timezone.utc
 

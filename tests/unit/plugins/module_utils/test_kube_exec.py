@@ -1,4 +1,4 @@
-"""Unit tests for the websocket exec frame handling of _kube_exec (fake socket: edge cases only;
+"""Unit tests for the websocket exec frame handling of kube/pod_exec.py (fake socket: edge cases only;
 the real API server path is covered by tests/integration/test_matrix_backup_kube.py)."""
 
 import json
@@ -6,7 +6,7 @@ import json
 import pytest
 
 from ._backup_helpers import REPO  # noqa: F401  pylint: disable=unused-import
-from ansible_collections.matrix.stack.plugins.module_utils import _kube_exec as ke
+from ansible_collections.matrix.stack.plugins.module_utils.kube import pod_exec as ke
 
 websocket = pytest.importorskip("websocket")
 

@@ -6,9 +6,10 @@ import os
 import pytest
 
 from ._backup_helpers import REPO  # noqa: F401  pylint: disable=unused-import
-from ansible_collections.matrix.stack.plugins.module_utils import _pg_clients as pgc
-from ansible_collections.matrix.stack.plugins.module_utils import _backup_ops as ops
-from ansible_collections.matrix.stack.plugins.module_utils._backup_repo import BackupError
+from ansible_collections.matrix.stack.plugins.module_utils.backup import pg_clients as pgc
+from ansible_collections.matrix.stack.plugins.module_utils.backup import restore
+from ansible_collections.matrix.stack.plugins.module_utils.backup.manifest import dump_major
+from ansible_collections.matrix.stack.plugins.module_utils.backup.repo import BackupError
 
 
 def fake_clients(directory, version, tools=pgc.TOOLS):
@@ -97,7 +98,7 @@ def test_default_search_covers_debian_pgdg_and_the_image():
                                        ({"server_version": "16.4", "pg_dump_version": "18.6"}, 18),
                                        ({"server_version": "15.18 (Debian 15.18-0+deb12u1)"}, 15), ({}, None)])
 def test_dump_major_from_the_manifest(pgm, major):
-    assert ops.dump_major({"postgresql": pgm}) == major
+    assert dump_major({"postgresql": pgm}) == major
 
 
 class _Target:
@@ -119,12 +120,12 @@ def test_restore_into_an_older_major_is_refused():
     manifest = {"postgresql": {"server_version": "18.6", "pg_dump_version": "18.6"}}
     with pytest.raises(BackupError, match=r"set S holds a dump of PostgreSQL 18 .*target runs PostgreSQL 17.11.*"
                                           r"Nothing was changed"):
-        ops.check_restore_major(_Target("17.11", "17.11"), manifest, "S")
+        restore.check_restore_major(_Target("17.11", "17.11"), manifest, "S")
     with pytest.raises(BackupError, match="pg_restore .* is version 17.11 and cannot read it"):
-        ops.check_restore_major(_Target("18.6", "17.11"), manifest, "S")
+        restore.check_restore_major(_Target("18.6", "17.11"), manifest, "S")
     # positive twins: same and newer majors
-    assert ops.check_restore_major(_Target("18.6", "18.6"), manifest, "S")["dump_major"] == 18
-    assert ops.check_restore_major(_Target("19.0", "19.0"), manifest, "S")["pg_restore_version"] == "19.0"
+    assert restore.check_restore_major(_Target("18.6", "18.6"), manifest, "S")["dump_major"] == 18
+    assert restore.check_restore_major(_Target("19.0", "19.0"), manifest, "S")["pg_restore_version"] == "19.0"
 
 
 def _default_postgres_major():

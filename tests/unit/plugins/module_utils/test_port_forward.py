@@ -1,4 +1,4 @@
-"""Unit tests for plugins/module_utils/_port_forward.py.
+"""Unit tests for plugins/module_utils/kube/port_forward.py.
 
 A small fake Kubernetes API server on 127.0.0.1 serves the REST reads (Service, pods) and the
 ``pods/portforward`` websocket with the real channel framing (``v4.channel.k8s.io``: per port a data
@@ -24,11 +24,13 @@ COLLECTIONS = Path(__file__).resolve().parents[4] / ".work" / "collections"
 if str(COLLECTIONS) not in sys.path:
     sys.path.insert(0, str(COLLECTIONS))
 
-from ansible_collections.matrix.stack.plugins.module_utils import _port_forward as pf  # noqa: E402
-from ansible_collections.matrix.stack.plugins.module_utils import _synapse_admin as sa  # noqa: E402
+from ansible_collections.matrix.stack.plugins.module_utils.kube import port_forward as pf  # noqa: E402
+from ansible_collections.matrix.stack.plugins.module_utils.synapse import endpoints, transport  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_synapse_admin import Scripted  # noqa: E402  pylint: disable=wrong-import-position
+
+from ._kube_discovery import DISCOVERY  # noqa: E402  pylint: disable=wrong-import-position
 
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455
 
@@ -117,7 +119,9 @@ class FakeApiServer:
             self._forward(conn, path, target, headers)
             return
         parts = path.strip("/").split("/")
-        if len(parts) == 6 and parts[4] == "services":
+        if path in DISCOVERY:  # kubernetes.core's client construction
+            self._json(conn, 200, DISCOVERY[path])
+        elif len(parts) == 6 and parts[4] == "services":
             svc = self.services.get(parts[5])
             self._json(conn, 200 if svc else 404, svc or {"kind": "Status", "code": 404,
                                                           "message": 'services "%s" not found' % parts[5]})
@@ -220,7 +224,7 @@ def test_forwarded_http_through_service(api, backend):
     try:
         assert url.startswith("http://127.0.0.1:")
         assert (fwd.pod, fwd.container_port) == ("synapse-1", 8008)  # the ready pod, named targetPort resolved
-        client = sa.SynapseAdminClient(url, access_token="t")
+        client = endpoints.SynapseAdminClient(url, access_token="t")
         for _i in range(5):
             status, body = client.request("GET", "/_synapse/admin/v2/users")
             assert status == 200 and body["ok"] is True and len(body["pad"]) == 200000
@@ -280,8 +284,8 @@ def test_error_channel_closes_the_connection(api):
     url = fwd.start()
     api.error_on_channel = "an error occurred forwarding 8008 -> 8008: connection refused"
     try:
-        client = sa.SynapseAdminClient(url, access_token="t", retries=1, sleep=lambda s: None)
-        with pytest.raises(sa.SynapseAdminError, match="Cannot reach the homeserver"):
+        client = endpoints.SynapseAdminClient(url, access_token="t", retries=1, sleep=lambda s: None)
+        with pytest.raises(transport.SynapseAdminError, match="Cannot reach the homeserver"):
             client.request("GET", "/x")
         deadline = time.time() + 5
         while not fwd.errors and time.time() < deadline:

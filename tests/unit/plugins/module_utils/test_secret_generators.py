@@ -1,4 +1,4 @@
-"""Unit tests for plugins/module_utils/_secret_generators.py (no mocks: real CSPRNG, real cryptography)."""
+"""Unit tests for plugins/module_utils/secrets/generators.py (no mocks: real CSPRNG, real cryptography)."""
 
 import base64
 import json
@@ -17,7 +17,8 @@ if str(COLLECTIONS) not in sys.path:
     sys.path.insert(0, str(COLLECTIONS))
 
 # pylint: disable=wrong-import-position
-from ansible_collections.matrix.stack.plugins.module_utils import _secret_generators as gen  # noqa: E402
+from ansible_collections.matrix.stack.plugins.module_utils.secrets import generators as gen  # noqa: E402
+from ansible_collections.matrix.stack.plugins.module_utils.secrets import signing_keys  # noqa: E402
 
 from cryptography.hazmat.primitives import serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa  # noqa: E402
@@ -82,7 +83,7 @@ def test_signing_key_format():
     assert version != "0"
     seed = base64.b64decode(match.group(2) + "=")
     assert len(seed) == 32
-    [(parsed_version, parsed_seed)] = gen.parse_signing_keys(line)
+    [(parsed_version, parsed_seed)] = signing_keys.parse_signing_keys(line)
     assert (parsed_version, parsed_seed) == (version, seed)
 
 
@@ -99,7 +100,7 @@ def test_1000_signing_keys_distinct_across_processes():
     """A constant or time-based seed would repeat across fresh interpreters started in the same second."""
     script = (
         "import sys; sys.path.insert(0, %r)\n"
-        "from ansible_collections.matrix.stack.plugins.module_utils import _secret_generators as g\n"
+        "from ansible_collections.matrix.stack.plugins.module_utils.secrets import generators as g\n"
         "print('\\n'.join(g.generate_signing_key().decode().split()[2] for _attempt in range(100)))\n" % str(COLLECTIONS)
     )
     seeds = []
@@ -126,7 +127,7 @@ RFC8032_PUBLIC = bytes.fromhex("d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325
 
 @pytest.mark.parametrize("use_cryptography", [True, False])
 def test_ed25519_public_key_rfc8032_vector(use_cryptography):
-    assert gen.ed25519_public_key(RFC8032_SEED, use_cryptography=use_cryptography) == RFC8032_PUBLIC
+    assert signing_keys.ed25519_public_key(RFC8032_SEED, use_cryptography=use_cryptography) == RFC8032_PUBLIC
 
 
 def test_pure_python_ed25519_matches_cryptography():
@@ -134,13 +135,13 @@ def test_pure_python_ed25519_matches_cryptography():
         seed = gen.secrets.token_bytes(32)
         expected = ed25519.Ed25519PrivateKey.from_private_bytes(seed).public_key().public_bytes(
             serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-        assert gen.ed25519_public_key(seed, use_cryptography=False) == expected
+        assert signing_keys.ed25519_public_key(seed, use_cryptography=False) == expected
 
 
 def test_signing_key_public_keys_sign_and_verify():
     line = gen.generate_signing_key()
-    [(version, seed)] = gen.parse_signing_keys(line)
-    [(key_id, public_b64)] = gen.signing_key_public_keys(line).items()
+    [(version, seed)] = signing_keys.parse_signing_keys(line)
+    [(key_id, public_b64)] = signing_keys.signing_key_public_keys(line).items()
     assert key_id == "ed25519:" + version
     assert "=" not in public_b64
     public = ed25519.Ed25519PublicKey.from_public_bytes(base64.b64decode(public_b64 + "="))
@@ -150,7 +151,7 @@ def test_signing_key_public_keys_sign_and_verify():
 
 def test_parse_signing_keys_several_lines():
     text = gen.generate_signing_key() + b"\n" + gen.generate_signing_key()
-    assert len(gen.parse_signing_keys(text)) == 2
+    assert len(signing_keys.parse_signing_keys(text)) == 2
 
 
 @pytest.mark.parametrize("text", [
@@ -164,31 +165,31 @@ def test_parse_signing_keys_several_lines():
 ])
 def test_parse_signing_keys_rejects(text):
     with pytest.raises(gen.SigningKeyFormatError):
-        gen.parse_signing_keys(text)
+        signing_keys.parse_signing_keys(text)
 
 
 # ----- old signing keys --------------------------------------------------------------------------
 
 def test_old_signing_keys_document():
-    empty = gen.empty_old_signing_keys()
+    empty = signing_keys.empty_old_signing_keys()
     assert json.loads(empty) == {"old_signing_keys": {}}
     assert yaml.safe_load(empty) == {"old_signing_keys": {}}
     first = gen.generate_signing_key()
-    doc, retired = gen.retire_signing_keys(empty, first, 1700000000123)
-    [(key_id, public)] = gen.signing_key_public_keys(first).items()
+    doc, retired = signing_keys.retire_signing_keys(empty, first, 1700000000123)
+    [(key_id, public)] = signing_keys.signing_key_public_keys(first).items()
     assert retired == [key_id]
     parsed = yaml.safe_load(doc)
     assert parsed == {"old_signing_keys": {key_id: {"key": public, "expired_ts": 1700000000123}}}
     # a second retirement keeps the first entry and its timestamp
-    second = gen.generate_signing_key(gen.versions_in_use(first, doc))
-    doc2, _unused = gen.retire_signing_keys(doc, second, 1800000000000)
-    old = gen.parse_old_signing_keys(doc2)
-    assert set(old) == {key_id, list(gen.signing_key_public_keys(second))[0]}
+    second = gen.generate_signing_key(signing_keys.versions_in_use(first, doc))
+    doc2, _unused = signing_keys.retire_signing_keys(doc, second, 1800000000000)
+    old = signing_keys.parse_old_signing_keys(doc2)
+    assert set(old) == {key_id, list(signing_keys.signing_key_public_keys(second))[0]}
     assert old[key_id]["expired_ts"] == 1700000000123
     # retiring the same key again does not change the document
-    doc3, _unused = gen.retire_signing_keys(doc2, second, 1900000000000)
+    doc3, _unused = signing_keys.retire_signing_keys(doc2, second, 1900000000000)
     assert doc3 == doc2
-    assert gen.versions_in_use(second, doc2) >= {key_id.split(":")[1]}
+    assert signing_keys.versions_in_use(second, doc2) >= {key_id.split(":")[1]}
 
 
 @pytest.mark.parametrize("doc", [b"not json", b"[]", b'{"old_signing_keys": []}',
@@ -196,7 +197,7 @@ def test_old_signing_keys_document():
                                  b'{"old_signing_keys": {"ed25519:a": {"key": "x"}}}'])
 def test_parse_old_signing_keys_rejects(doc):
     with pytest.raises(gen.SigningKeyFormatError):
-        gen.parse_old_signing_keys(doc)
+        signing_keys.parse_old_signing_keys(doc)
 
 
 # ----- PEM keys ----------------------------------------------------------------------------------

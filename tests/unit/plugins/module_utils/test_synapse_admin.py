@@ -1,4 +1,4 @@
-"""Unit tests for plugins/module_utils/_synapse_admin.py.
+"""Unit tests for plugins/module_utils/synapse/.
 
 HTTP behaviour is tested against a scripted HTTP server on 127.0.0.1 (recorded Synapse answers,
 including 429s), not against mocks, so the real http.client keep-alive/reconnect paths run.
@@ -23,7 +23,7 @@ COLLECTIONS = Path(__file__).resolve().parents[4] / ".work" / "collections"
 if str(COLLECTIONS) not in sys.path:
     sys.path.insert(0, str(COLLECTIONS))
 
-from ansible_collections.matrix.stack.plugins.module_utils import _synapse_admin as sa  # noqa: E402
+from ansible_collections.matrix.stack.plugins.module_utils.synapse import endpoints, ids, planning, transport, users  # noqa: E402
 
 # ------------------------------------------------------------------------------------------------
 # scripted server
@@ -103,7 +103,7 @@ class Sleeps(list):
 def client_for(srv, **kw):
     sleeps = Sleeps()
     kw.setdefault("access_token", TOKEN)
-    return sa.SynapseAdminClient(srv.url, sleep=sleeps, **kw), sleeps
+    return endpoints.SynapseAdminClient(srv.url, sleep=sleeps, **kw), sleeps
 
 
 # ------------------------------------------------------------------------------------------------
@@ -119,7 +119,7 @@ def client_for(srv, **kw):
     ("@alice:[::1]:8448", ("alice", "[::1]:8448")),
 ])
 def test_parse_user_id_valid(user, expected):
-    assert sa.parse_user_id(user) == expected
+    assert ids.parse_user_id(user) == expected
 
 
 @pytest.mark.parametrize("user, message", [
@@ -135,49 +135,49 @@ def test_parse_user_id_valid(user, expected):
     ("é", "only a-z"),
 ])
 def test_parse_user_id_invalid(user, message):
-    with pytest.raises(sa.UserIdError, match=message):
-        sa.parse_user_id(user)
+    with pytest.raises(ids.UserIdError, match=message):
+        ids.parse_user_id(user)
 
 
 def test_user_id_length_limit():
-    assert sa.make_user_id("a" * 240, "example.org") == "@%s:example.org" % ("a" * 240)
-    with pytest.raises(sa.UserIdError, match="at most 255 bytes"):
-        sa.make_user_id("a" * 250, "example.org")
+    assert ids.make_user_id("a" * 240, "example.org") == "@%s:example.org" % ("a" * 240)
+    with pytest.raises(ids.UserIdError, match="at most 255 bytes"):
+        ids.make_user_id("a" * 250, "example.org")
 
 
 def test_make_user_id_refuses_other_servers():
-    assert sa.make_user_id("bob", "example.org") == "@bob:example.org"
-    assert sa.make_user_id("@bob:example.org", "example.org") == "@bob:example.org"
-    with pytest.raises(sa.UserIdError, match="belongs to server 'other.org'"):
-        sa.make_user_id("@bob:other.org", "example.org")
+    assert ids.make_user_id("bob", "example.org") == "@bob:example.org"
+    assert ids.make_user_id("@bob:example.org", "example.org") == "@bob:example.org"
+    with pytest.raises(ids.UserIdError, match="belongs to server 'other.org'"):
+        ids.make_user_id("@bob:other.org", "example.org")
 
 
 def test_canonicalise_email_matches_synapse_rules():
-    assert sa.canonicalise_email("  Foo.Bar@Example.COM ") == "foo.bar@example.com"
-    assert sa.canonicalise_email("STRASSE@EXAMPLE.org") == "strasse@example.org"
-    assert sa.canonicalise_email("Straße@example.org") == "strasse@example.org"  # casefold, not lower
+    assert ids.canonicalise_email("  Foo.Bar@Example.COM ") == "foo.bar@example.com"
+    assert ids.canonicalise_email("STRASSE@EXAMPLE.org") == "strasse@example.org"
+    assert ids.canonicalise_email("Straße@example.org") == "strasse@example.org"  # casefold, not lower
     for bad in ("nobody", "a@b@c", "@example.org", "user@"):
         with pytest.raises(ValueError):
-            sa.canonicalise_email(bad)
-    assert sa.normalise_emails(["B@X.org", "b@x.ORG", "a@x.org"]) == ["a@x.org", "b@x.org"]
+            ids.canonicalise_email(bad)
+    assert planning.normalise_emails(["B@X.org", "b@x.ORG", "a@x.org"]) == ["a@x.org", "b@x.org"]
 
 
 def test_registration_mac():
     # Independent computation following Synapse's documented algorithm
     nonce, user, pw = "thisisanonce", "pepper_roni", "pizza"
     want = hmac.new(b"shared", b"thisisanonce\x00pepper_roni\x00pizza\x00admin", hashlib.sha1).hexdigest()
-    assert sa.registration_mac("shared", nonce, user, pw, True) == want
+    assert ids.registration_mac("shared", nonce, user, pw, True) == want
     want_type = hmac.new(b"shared", b"thisisanonce\x00pepper_roni\x00pizza\x00notadmin\x00bot", hashlib.sha1).hexdigest()
-    assert sa.registration_mac("shared", nonce, user, pw, False, "bot") == want_type
+    assert ids.registration_mac("shared", nonce, user, pw, False, "bot") == want_type
 
 
 def test_retry_after_parsing():
-    assert sa._parse_retry_after({}, {"retry_after_ms": 1500}, 9) == 1.5
-    assert sa._parse_retry_after({"Retry-After": "3"}, {"errcode": "M_LIMIT_EXCEEDED"}, 9) == 3.0
+    assert transport._parse_retry_after({}, {"retry_after_ms": 1500}, 9) == 1.5
+    assert transport._parse_retry_after({"Retry-After": "3"}, {"errcode": "M_LIMIT_EXCEEDED"}, 9) == 3.0
     future = email.utils.formatdate(time.time() + 30, usegmt=True)
-    assert 25 < sa._parse_retry_after({"Retry-After": future}, None, 9) <= 31
-    assert sa._parse_retry_after({"Retry-After": "garbage"}, None, 9) == 9
-    assert sa._parse_retry_after({}, None, 0.5) == 0.5
+    assert 25 < transport._parse_retry_after({"Retry-After": future}, None, 9) <= 31
+    assert transport._parse_retry_after({"Retry-After": "garbage"}, None, 9) == 9
+    assert transport._parse_retry_after({}, None, 0.5) == 0.5
 
 
 # ------------------------------------------------------------------------------------------------
@@ -225,7 +225,7 @@ def test_429_retry_after_header_only(server):
 def test_429_too_long_wait_fails_clearly(server):
     server.script = [(429, {"errcode": "M_LIMIT_EXCEEDED", "error": "Too Many Requests", "retry_after_ms": 600000})]
     client, sleeps = client_for(server, max_retry_wait=60)
-    with pytest.raises(sa.SynapseAdminError, match="asked to wait 600.0s, more than max_retry_wait"):
+    with pytest.raises(transport.SynapseAdminError, match="asked to wait 600.0s, more than max_retry_wait"):
         client.request("GET", "/x")
     assert sleeps == []
 
@@ -233,7 +233,7 @@ def test_429_too_long_wait_fails_clearly(server):
 def test_429_gives_up_after_retries(server):
     server.default = (429, {"errcode": "M_LIMIT_EXCEEDED", "error": "Too Many Requests", "retry_after_ms": 10})
     client, sleeps = client_for(server, retries=3)
-    with pytest.raises(sa.SynapseAdminError, match="Still rate limited after 3 retries"):
+    with pytest.raises(transport.SynapseAdminError, match="Still rate limited after 3 retries"):
         client.request("GET", "/x")
     assert len(sleeps) == 3 and len(server.requests) == 4
 
@@ -256,9 +256,9 @@ def test_connection_refused_is_retried_then_clear():
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     sleeps = Sleeps()
-    client = sa.SynapseAdminClient("http://127.0.0.1:%d" % port, access_token="t", retries=2, sleep=sleeps)
-    with pytest.raises(sa.SynapseAdminError, match=r"Cannot reach the homeserver at http://127.0.0.1:\d+ .*"
-                                                   r"ConnectionRefusedError.*after 3 attempts"):
+    client = endpoints.SynapseAdminClient("http://127.0.0.1:%d" % port, access_token="t", retries=2, sleep=sleeps)
+    with pytest.raises(transport.SynapseAdminError, match=r"Cannot reach the homeserver at http://127.0.0.1:\d+ .*"
+                                                          r"ConnectionRefusedError.*after 3 attempts"):
         client.request("GET", "/x")
     assert sleeps == [0.5, 1.0]
 
@@ -269,7 +269,7 @@ def test_timeout_is_a_connection_error(server):
         return (200, {})
     server.script = [slow]
     client, _sleeps = client_for(server, timeout=0.3, retries=0)
-    with pytest.raises(sa.SynapseAdminError, match="timed out|TimeoutError"):
+    with pytest.raises(transport.SynapseAdminError, match="timed out|TimeoutError"):
         client.request("GET", "/x")
 
 
@@ -285,7 +285,7 @@ def test_timeout_is_a_connection_error(server):
 def test_error_messages(server, status, body, message):
     server.script = [(status, body)]
     client, sleeps = client_for(server)
-    with pytest.raises(sa.SynapseAdminError, match=message) as info:
+    with pytest.raises(transport.SynapseAdminError, match=message) as info:
         client.request("PUT", "/_synapse/admin/v2/users/%40a%3Ab", body={})
     assert info.value.status == status and sleeps == []
     assert TOKEN not in str(info.value)
@@ -300,14 +300,14 @@ def test_get_user_404_means_absent(server):
 
 def test_base_url_with_path_prefix(server):
     server.default = (200, {})
-    client = sa.SynapseAdminClient(server.url + "/synapse/", access_token="t")
+    client = endpoints.SynapseAdminClient(server.url + "/synapse/", access_token="t")
     client.request("GET", "/_synapse/admin/v2/users", query={"from": "0", "limit": 5, "skip": None})
     assert server.requests[0]["path"] == "/synapse/_synapse/admin/v2/users?from=0&limit=5"
 
 
 def test_bad_url():
-    with pytest.raises(sa.SynapseAdminError, match="must be an http"):
-        sa.SynapseAdminClient("ftp://x")
+    with pytest.raises(transport.SynapseAdminError, match="must be an http"):
+        endpoints.SynapseAdminClient("ftp://x")
 
 
 def test_tls_verification_error_is_clear(tmp_path):
@@ -324,10 +324,10 @@ def test_tls_verification_error_is_clear(tmp_path):
     thread.start()
     url = "https://127.0.0.1:%d" % srv.server_address[1]
     try:
-        with pytest.raises(sa.SynapseAdminError, match="TLS certificate verification failed.*ca_path"):
-            sa.SynapseAdminClient(url, access_token="t", retries=0).request("GET", "/x")
-        assert sa.SynapseAdminClient(url, access_token="t", ca_path=str(cert)).request("GET", "/x")[1] == {"ok": True}
-        assert sa.SynapseAdminClient(url, access_token="t", validate_certs=False).request("GET", "/x")[0] == 200
+        with pytest.raises(transport.SynapseAdminError, match="TLS certificate verification failed.*ca_path"):
+            endpoints.SynapseAdminClient(url, access_token="t", retries=0).request("GET", "/x")
+        assert endpoints.SynapseAdminClient(url, access_token="t", ca_path=str(cert)).request("GET", "/x")[1] == {"ok": True}
+        assert endpoints.SynapseAdminClient(url, access_token="t", validate_certs=False).request("GET", "/x")[0] == 200
     finally:
         srv.shutdown()
         srv.server_close()
@@ -341,7 +341,7 @@ def test_register_shared_secret_flow(server):
     assert resp["access_token"] == "syt_x"
     post = server.requests[1]
     assert "Authorization" not in post["headers"]
-    assert post["body"]["mac"] == sa.registration_mac("s3cret", "abc", "admin", "pw", True)
+    assert post["body"]["mac"] == ids.registration_mac("s3cret", "abc", "admin", "pw", True)
     assert post["body"]["admin"] is True
 
 
@@ -355,14 +355,14 @@ def test_register_disabled_message(server):
     server.script = [(200, {"nonce": "abc"}), (400, {"errcode": "M_UNKNOWN",
                                                      "error": "Shared secret registration is not enabled"})]
     client, _sleeps = client_for(server, access_token=None)
-    with pytest.raises(sa.SynapseAdminError, match="MAS"):
+    with pytest.raises(transport.SynapseAdminError, match="MAS"):
         client.register_shared_secret("s", "admin", "pw", admin=True)
 
 
 def test_login_wrong_password_message(server):
     server.script = [(403, {"errcode": "M_FORBIDDEN", "error": "Invalid username or password"})]
     client, _sleeps = client_for(server, access_token=None)
-    with pytest.raises(sa.SynapseAdminError, match="password is wrong or the account is deactivated"):
+    with pytest.raises(transport.SynapseAdminError, match="password is wrong or the account is deactivated"):
         client.login_password("admin", "pw")
 
 
@@ -398,8 +398,8 @@ def spec(**kw):
 
 
 def test_plan_create_full():
-    ops, before, after = sa.plan_user(spec(password="pw", admin=True, displayname="A", emails=["A@X.ORG"],
-                                           user_type="bot", locked=True), None)
+    ops, before, after = planning.plan_user(spec(password="pw", admin=True, displayname="A", emails=["A@X.ORG"],
+                                                 user_type="bot", locked=True), None)
     assert ops == [("put", {"password": "pw", "admin": True, "displayname": "A",
                             "threepids": [{"medium": "email", "address": "a@x.org"}], "user_type": "bot"}),
                    ("put", {"locked": True})]
@@ -409,57 +409,57 @@ def test_plan_create_full():
 
 def test_plan_no_change():
     current = synapse_user(threepids=[{"medium": "email", "address": "a@x.org"}, {"medium": "msisdn", "address": "1"}])
-    ops, before, after = sa.plan_user(spec(password="pw", admin=False, displayname="A", emails=["A@x.org"],
-                                           user_type="", locked=False), current)
+    ops, before, after = planning.plan_user(spec(password="pw", admin=False, displayname="A", emails=["A@x.org"],
+                                                 user_type="", locked=False), current)
     assert ops == [] and before == after
 
 
 def test_plan_minimal_body_keeps_phone_numbers():
     current = synapse_user(threepids=[{"medium": "email", "address": "a@x.org"}, {"medium": "msisdn", "address": "1"}])
-    ops, _before, after = sa.plan_user(spec(displayname="B", emails=["b@x.org"]), current)
+    ops, _before, after = planning.plan_user(spec(displayname="B", emails=["b@x.org"]), current)
     assert ops == [("put", {"displayname": "B", "threepids": [{"medium": "msisdn", "address": "1"},
                                                               {"medium": "email", "address": "b@x.org"}]})]
     assert after["emails"] == ["b@x.org"]
 
 
 def test_plan_password_always_and_logout_devices():
-    ops = sa.plan_user(spec(password="pw", update_password="always", logout_devices=False), synapse_user())[0]
+    ops = planning.plan_user(spec(password="pw", update_password="always", logout_devices=False), synapse_user())[0]
     assert ops == [("put", {"password": "pw", "logout_devices": False})]
-    ops = sa.plan_user(spec(password="pw", update_password="on_create"), synapse_user())[0]
+    ops = planning.plan_user(spec(password="pw", update_password="on_create"), synapse_user())[0]
     assert ops == []
 
 
 def test_plan_displayname_empty_equals_none():
-    assert sa.plan_user(spec(displayname=""), synapse_user(displayname=None))[0] == []
-    assert sa.plan_user(spec(displayname=""), synapse_user(displayname="A"))[0] == [("put", {"displayname": ""})]
+    assert planning.plan_user(spec(displayname=""), synapse_user(displayname=None))[0] == []
+    assert planning.plan_user(spec(displayname=""), synapse_user(displayname="A"))[0] == [("put", {"displayname": ""})]
 
 
 def test_plan_reactivation_needs_password():
-    with pytest.raises(sa.UserSpecError, match="needs a new password"):
-        sa.plan_user(spec(), synapse_user(deactivated=True))
-    ops, _before, after = sa.plan_user(spec(password="pw"), synapse_user(deactivated=True, erased=True))
+    with pytest.raises(planning.UserSpecError, match="needs a new password"):
+        planning.plan_user(spec(), synapse_user(deactivated=True))
+    ops, _before, after = planning.plan_user(spec(password="pw"), synapse_user(deactivated=True, erased=True))
     assert ops == [("put", {"deactivated": False, "password": "pw"})]
     assert after["deactivated"] is False and after["erased"] is False
 
 
 def test_plan_states():
-    assert sa.plan_user(spec(state="deactivated"), None)[0] == []
-    assert sa.plan_user(spec(state="deactivated"), synapse_user())[0] == [("deactivate", {"erase": False})]
-    assert sa.plan_user(spec(state="deactivated"), synapse_user(deactivated=True))[0] == []
-    assert sa.plan_user(spec(state="absent"), None)[0] == []
-    assert sa.plan_user(spec(state="absent"), synapse_user())[0] == [("deactivate", {"erase": True})]
+    assert planning.plan_user(spec(state="deactivated"), None)[0] == []
+    assert planning.plan_user(spec(state="deactivated"), synapse_user())[0] == [("deactivate", {"erase": False})]
+    assert planning.plan_user(spec(state="deactivated"), synapse_user(deactivated=True))[0] == []
+    assert planning.plan_user(spec(state="absent"), None)[0] == []
+    assert planning.plan_user(spec(state="absent"), synapse_user())[0] == [("deactivate", {"erase": True})]
     # deactivated earlier without erase: absent still erases
-    assert sa.plan_user(spec(state="absent"), synapse_user(deactivated=True))[0] == [("deactivate", {"erase": True})]
-    assert sa.plan_user(spec(state="absent"), synapse_user(deactivated=True, erased=True))[0] == []
+    assert planning.plan_user(spec(state="absent"), synapse_user(deactivated=True))[0] == [("deactivate", {"erase": True})]
+    assert planning.plan_user(spec(state="absent"), synapse_user(deactivated=True, erased=True))[0] == []
 
 
 def test_manager_resolve_validates_everything_first():
-    manager = sa.UserManager(client=None, server_name="x.org")
-    with pytest.raises(sa.UserSpecError, match=r"users\[1\]: .*belongs to server"):
+    manager = users.UserManager(client=None, server_name="x.org")
+    with pytest.raises(planning.UserSpecError, match=r"users\[1\]: .*belongs to server"):
         manager.resolve([spec(user="a"), spec(user="@b:y.org")])
-    with pytest.raises(sa.UserSpecError, match="listed twice"):
+    with pytest.raises(planning.UserSpecError, match="listed twice"):
         manager.resolve([spec(user="a"), spec(user="@a:x.org")])
-    with pytest.raises(sa.UserSpecError, match="not a valid e-mail"):
+    with pytest.raises(planning.UserSpecError, match="not a valid e-mail"):
         manager.resolve([spec(user="a", emails=["nope"])])
 
 
@@ -471,7 +471,7 @@ def test_manager_bulk_uses_list_and_get_for_emails(server):
                      (200, synapse_user(name="@u0:x.org", displayname="U0",
                                         threepids=[{"medium": "email", "address": "u0@x.org"}]))]
     client, _sleeps = client_for(server)
-    manager = sa.UserManager(client, "x.org")
+    manager = users.UserManager(client, "x.org")
     specs = manager.resolve([spec(user="u%d" % i, displayname="U%d" % i) for i in range(6)])
     specs[0]["emails"] = ["U0@X.org"]
     manager.prefetch(specs)
@@ -487,7 +487,7 @@ def test_manager_bulk_large_server_falls_back_to_get(server):
     server.script = [(200, {"users": [], "total": 10 ** 6, "next_token": "1000"})]
     server.default = (404, {"errcode": "M_NOT_FOUND", "error": "User not found"})
     client, _sleeps = client_for(server)
-    manager = sa.UserManager(client, "x.org", check_mode=True)
+    manager = users.UserManager(client, "x.org", check_mode=True)
     specs = manager.resolve([spec(user="n%d" % i) for i in range(5)])
     manager.prefetch(specs)
     results = [manager.ensure(s) for s in specs]
@@ -498,7 +498,7 @@ def test_manager_bulk_large_server_falls_back_to_get(server):
 def test_manager_check_mode_sends_no_writes(server):
     server.default = (200, synapse_user(name="@a:x.org"))
     client, _sleeps = client_for(server)
-    manager = sa.UserManager(client, "x.org", check_mode=True, diff=True)
+    manager = users.UserManager(client, "x.org", check_mode=True, diff=True)
     for s in manager.resolve([spec(user="a", displayname="new", admin=True, locked=True)]):
         result = manager.ensure(s)
         assert result["changed"] and result["diff"]["after"]["displayname"] == "new"
@@ -510,7 +510,7 @@ def test_manager_create_then_lock(server):
     server.script = [(404, {"errcode": "M_NOT_FOUND", "error": "User not found"}), (201, created),
                      (200, dict(created, locked=True))]
     client, _sleeps = client_for(server)
-    manager = sa.UserManager(client, "x.org")
+    manager = users.UserManager(client, "x.org")
     result = manager.ensure(manager.resolve([spec(user="a", locked=True, password="pw")])[0])
     assert result["created"] and result["user"]["locked"] is True
     assert [(r["method"], r["body"]) for r in server.requests[1:]] == [

@@ -9,6 +9,8 @@ import pytest
 
 from ansible.module_utils import _internal
 
+from ..module_utils._kube_discovery import discovery_cache_in_tmp_path  # noqa: F401  pylint: disable=unused-import
+
 
 @pytest.fixture(autouse=True)
 def as_a_module_process(monkeypatch):

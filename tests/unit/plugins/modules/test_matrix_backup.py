@@ -1,6 +1,7 @@
-"""Unit tests for the matrix_backup module: argument spec vs documentation, prune/verify through the
+"""Unit tests for the matrix_backup module: argument spec vs documentation (and matrix_secret's), prune/verify through the
 module entry point on real repositories (no database needed)."""
 
+import importlib
 import json
 import os
 
@@ -10,7 +11,7 @@ import yaml
 from ..module_utils._backup_helpers import make_set, new_repo
 
 from ansible.module_utils.testing import patch_module_args  # pylint: disable=wrong-import-order
-from ansible_collections.matrix.stack.plugins.modules import matrix_backup
+from ansible_collections.matrix.stack.plugins.modules import matrix_backup, matrix_secret
 
 
 def run_module(args, capsys):
@@ -35,13 +36,23 @@ def _compare(spec, doc, path=""):
             _compare(s["options"], d["suboptions"], path + name + ".")
 
 
-def test_documentation_matches_argument_spec():
-    doc = yaml.safe_load(matrix_backup.DOCUMENTATION)["options"]
-    from ansible_collections.matrix.stack.plugins.doc_fragments.kube_auth import ModuleDocFragment
-    doc.update(yaml.safe_load(ModuleDocFragment.DOCUMENTATION)["options"])
-    _compare(matrix_backup.argument_spec(), doc)
-    yaml.safe_load(matrix_backup.EXAMPLES)
-    yaml.safe_load(matrix_backup.RETURN)
+def documented_options(module):
+    """The module's options plus those of its documentation fragments (kubernetes.core's included)."""
+    doc = yaml.safe_load(module.DOCUMENTATION)
+    options = dict(doc["options"])
+    for fragment in doc.get("extends_documentation_fragment") or []:
+        namespace, collection, name = fragment.split(".")
+        loaded = importlib.import_module("ansible_collections.%s.%s.plugins.doc_fragments.%s" % (namespace, collection, name))
+        options.update(yaml.safe_load(loaded.ModuleDocFragment.DOCUMENTATION)["options"])
+    return options
+
+
+@pytest.mark.parametrize("module", [matrix_backup, matrix_secret], ids=["matrix_backup", "matrix_secret"])
+def test_documentation_matches_argument_spec(module):
+    assert "kubernetes.core.k8s_auth_options" in yaml.safe_load(module.DOCUMENTATION)["extends_documentation_fragment"]
+    _compare(module.argument_spec(), documented_options(module))
+    yaml.safe_load(module.EXAMPLES)
+    yaml.safe_load(module.RETURN)
 
 
 def test_secret_options_are_no_log():

@@ -25,8 +25,11 @@ if str(COLLECTIONS) not in sys.path:
 # pylint: disable=wrong-import-position,redefined-outer-name
 from ansible.module_utils.testing import patch_module_args  # noqa: E402
 
-from ansible_collections.matrix.stack.plugins.module_utils import _kube  # noqa: E402
-from ansible_collections.matrix.stack.plugins.module_utils import _secret_generators as gen  # noqa: E402
+from ..module_utils._kube_discovery import DISCOVERY, send_json  # noqa: E402
+
+from ansible_collections.matrix.stack.plugins.module_utils.kube import secrets as kube_secrets  # noqa: E402
+from ansible_collections.matrix.stack.plugins.module_utils.secrets import generators as gen  # noqa: E402
+from ansible_collections.matrix.stack.plugins.module_utils.secrets import signing_keys  # noqa: E402
 from ansible_collections.matrix.stack.plugins.modules import matrix_secret as ms  # noqa: E402
 
 OWNED = {"matrix.stack/secret": "true", "app.kubernetes.io/managed-by": "matrix.stack"}
@@ -80,12 +83,7 @@ class FakeApi:
                 pass
 
             def _send(self, status, body):
-                raw = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(raw)))
-                self.end_headers()
-                self.wfile.write(raw)
+                send_json(self, status, body)
 
             def _status(self, code, reason, message, details=None):
                 self._send(code, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": message,
@@ -100,6 +98,8 @@ class FakeApi:
                 if method == "DELETE" and body is not None:
                     # like kube-apiserver: a DeleteOptions body replaces the query parameters
                     dry = body.get("dryRun") == ["All"]
+                if method == "GET" and url.path in DISCOVERY:  # kubernetes.core's client construction
+                    return self._send(200, DISCOVERY[url.path])
                 with api.lock:
                     api.requests.append((method, url.path, dry))
                     if api.on_request:
@@ -231,7 +231,7 @@ def secret_dict(data, labels=None, rv="7"):
     return {"apiVersion": "v1", "kind": "Secret",
             "metadata": {"name": "s", "namespace": "ns", "labels": dict(labels or {}), "resourceVersion": rv,
                          "uid": "u", "managedFields": [{"manager": "x"}]},
-            "type": "Opaque", "data": _kube.encode_secret_data(data)}
+            "type": "Opaque", "data": kube_secrets.encode_secret_data(data)}
 
 
 def plan(existing, keys, rotate=(), labels=None, adopt=False, now=1700000000000):
@@ -244,12 +244,12 @@ def test_plan_create_generates_everything():
     assert result["changed"]
     assert sorted(result["generated"]) == sorted(["signing.key", "signing.key.old.yaml", "macaroon", "db", "enc"])
     assert not result["kept"] and not result["rotated"]
-    assert result["data"]["signing.key.old.yaml"] == gen.empty_old_signing_keys()
+    assert result["data"]["signing.key.old.yaml"] == signing_keys.empty_old_signing_keys()
     assert len(result["data"]["db"]) == 24
     assert result["labels"] == OWNED
     body = ms.build_body(None, result, "ns", "s")
     assert body["type"] == "Opaque" and body["metadata"]["labels"] == OWNED
-    assert _kube.decode_secret_data(body) == result["data"]
+    assert kube_secrets.decode_secret_data(body) == result["data"]
 
 
 def test_plan_rerun_is_unchanged():
@@ -281,7 +281,7 @@ def test_plan_rotate_only_named_key():
 def test_plan_rotate_signing_key_keeps_old_public_key():
     first = plan(None, KEYS)
     old_line = first["data"]["signing.key"]
-    [(old_id, old_public)] = gen.signing_key_public_keys(old_line).items()
+    [(old_id, old_public)] = signing_keys.signing_key_public_keys(old_line).items()
     second = plan(secret_dict(first["data"], OWNED), KEYS, rotate=["signing.key"], now=1800000000000)
     assert second["rotated"] == ["signing.key"]
     assert second["updated"] == ["signing.key.old.yaml"]
@@ -289,7 +289,7 @@ def test_plan_rotate_signing_key_keeps_old_public_key():
     new_line = second["data"]["signing.key"]
     assert new_line != old_line
     assert new_line.split()[1] != old_line.split()[1]  # new key id
-    old = gen.parse_old_signing_keys(second["data"]["signing.key.old.yaml"])
+    old = signing_keys.parse_old_signing_keys(second["data"]["signing.key.old.yaml"])
     assert old == {old_id: {"key": old_public, "expired_ts": 1800000000000}}
     changed = {k for k in first["data"] if first["data"][k] != second["data"][k]}
     assert changed == {"signing.key", "signing.key.old.yaml"}
@@ -363,7 +363,7 @@ def test_main_create_rerun_rotate(api, capsys):
     data = api.data("ns", "s")
     out = json.dumps(result)
     for value in data.values():
-        if value != gen.empty_old_signing_keys():
+        if value != signing_keys.empty_old_signing_keys():
             assert value.decode() not in out
 
     api.requests.clear()

@@ -16,7 +16,7 @@ if str(COLLECTIONS) not in sys.path:
 from ansible.module_utils.testing import patch_module_args  # noqa: E402
 
 from ansible_collections.matrix.stack.plugins.doc_fragments.synapse_admin import ModuleDocFragment  # noqa: E402
-from ansible_collections.matrix.stack.plugins.module_utils import _synapse_admin as sa  # noqa: E402
+from ansible_collections.matrix.stack.plugins.module_utils.synapse import connection, transport  # noqa: E402
 from ansible_collections.matrix.stack.plugins.modules import matrix_user, matrix_user_info  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "module_utils"))
@@ -190,8 +190,8 @@ def test_connection_options_validated(capsys):
 
 
 def test_connection_errors_are_synapse_admin_errors():
-    with pytest.raises(sa.SynapseAdminError):
-        with sa.Connection({"homeserver_url": "gopher://x"}):
+    with pytest.raises(transport.SynapseAdminError):
+        with connection.Connection({"homeserver_url": "gopher://x"}):
             pass
 
 

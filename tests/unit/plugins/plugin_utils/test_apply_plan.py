@@ -1,5 +1,6 @@
 """Planning of the one apply step (plugins/plugin_utils/_apply/plan.py): pure functions, no cluster."""
 
+import json
 import sys
 from pathlib import Path
 
@@ -118,8 +119,8 @@ def test_waits_only_for_changed_or_unready_workloads_that_were_asked_for():
                 ("Deployment", "new"): (None, ready_deployment("new", 1)), ("Deployment", "stuck"): (stuck, stuck),
                 ("Deployment", "not-asked"): (None, ready_deployment("not-asked", 1))}
     requested = {("Deployment", "same"), ("Deployment", "rolled"), ("Deployment", "new"), ("Deployment", "stuck")}
-    assert plan.plan_waits(requested, outcomes) == [("Deployment", "new"), ("Deployment", "rolled"),
-                                                   ("Deployment", "stuck")]
+    assert plan.plan_waits(requested, outcomes) == [
+        ("Deployment", "new"), ("Deployment", "rolled"), ("Deployment", "stuck")]
     assert plan.plan_waits(set(), outcomes) == []
 
 
@@ -232,3 +233,68 @@ def test_render_mode_writes_in_one_go_and_removes_only_its_own_directories(tmp_p
     action.render(str(out), "ns", fewer, plan.flatten(fewer), order, check=False)
     assert not (out / "50-element").exists()
     assert (out / "notes.yaml").exists() and (out / "99-other").is_dir()
+
+
+# ----- skipping what is already applied (stamp / in_sync) ---------------------------------------------------------
+
+def _live(stamped, **extra_spec):
+    """What the API server returns for an applied object: defaults and server metadata added."""
+    live = json.loads(json.dumps(stamped))
+    live["metadata"].update(resourceVersion="7", uid="u", managedFields=[{"manager": "matrix.stack"}])
+    live["spec"].update({"sessionAffinity": "None"}, **extra_spec)
+    live["spec"]["ports"][0]["targetPort"] = 8008
+    live["status"] = {"loadBalancer": {}}
+    return live
+
+
+def _service(**spec):
+    spec = dict({"ports": [{"name": "http", "port": 8008, "protocol": "TCP"}], "selector": {"app": "s"}}, **spec)
+    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s", "labels": {"a": "1"}}, "spec": spec}
+
+
+def test_stamp_carries_the_hash_of_the_rendering_and_is_stable():
+    first, again = plan.stamp(_service()), plan.stamp(_service())
+    assert first == again
+    assert first["metadata"]["annotations"][plan.APPLIED_ANNOTATION] == plan.applied_hash(_service())
+    assert plan.stamp(_service(type="NodePort"))["metadata"]["annotations"] != first["metadata"]["annotations"]
+    assert plan.applied_hash(first) == plan.applied_hash(_service())  # the annotation itself is not hashed
+
+
+def test_in_sync_when_applied_and_nothing_drifted():
+    stamped = plan.stamp(_service())
+    assert plan.in_sync(stamped, _live(stamped))
+
+
+def test_not_in_sync_when_drifted_new_or_rendered_differently():
+    stamped = plan.stamp(_service())
+    drifted = _live(stamped)
+    drifted["spec"]["selector"] = {"app": "other"}
+    assert not plan.in_sync(stamped, drifted)
+    assert not plan.in_sync(stamped, None)
+    # A field removed from the rendering: the live object still holds it, only the hash tells.
+    previous = plan.stamp(_service(externalTrafficPolicy="Local"))
+    assert plan.contains(_live(previous), _service()) and not plan.in_sync(stamped, _live(previous))
+    # Applied by an older version (no hash yet).
+    unstamped = _live(stamped)
+    del unstamped["metadata"]["annotations"]
+    assert not plan.in_sync(stamped, unstamped)
+
+
+def test_contains_is_strict_about_types_and_list_lengths():
+    assert plan.contains({"a": [1, 2], "b": "x", "c": 0}, {"a": [1, 2], "b": "x"})
+    assert not plan.contains({"a": [1, 2, 3]}, {"a": [1, 2]})
+    assert not plan.contains({"a": 1}, {"a": True})
+    assert not plan.contains({"a": "1"}, {"a": 1})
+    assert not plan.contains({}, {"a": None})
+
+
+def test_instance_objects_are_those_the_selector_selects():
+    ours = {"app.kubernetes.io/instance": "chat", "app.kubernetes.io/managed-by": "matrix.stack",
+            "app.kubernetes.io/part-of": "matrix-stack"}
+    objects = [{"metadata": {"name": "a", "labels": ours}},
+               {"metadata": {"name": "b", "labels": dict(ours, **{"app.kubernetes.io/instance": "other"})}},
+               {"metadata": {"name": "c", "labels": {"app.kubernetes.io/instance": "chat"}}},
+               {"metadata": {"name": "kube-root-ca.crt"}}]
+    assert [obj["metadata"]["name"] for obj in plan.instance_objects(objects, "chat")] == ["a"]
+    selector = dict(pair.split("=") for pair in plan.instance_selector("chat").split(","))
+    assert selector == ours
