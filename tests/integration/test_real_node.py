@@ -12,14 +12,13 @@ import subprocess
 import time
 
 import pytest
-import yaml
 
-from conftest import REPO, localcluster
+from conftest import localcluster
+from helpers.rendered import render_stack
 
 pytestmark = pytest.mark.integration
 
 # The networkpolicy role alone, with every role's defaults: the same objects as site.yml's render mode, faster.
-RENDER_POLICIES = REPO / "tests" / "integration" / "files" / "render-networkpolicies.yml"
 INSTANCE = "matrix"
 CLUSTER_DNS = "10.96.0.10:53"
 # Selector labels of the stack's pods (roles/*/vars/main.yml) for instance "matrix".
@@ -124,16 +123,9 @@ def test_kwok_nodes_keep_their_pods(kube_cluster, kube_namespace):
 
 
 @pytest.fixture(scope="module")
-def rendered_policies(run_playbook, tmp_path_factory):
-    """The networkpolicy role's output with every default (what site.yml renders for them), as parsed objects."""
-    out = tmp_path_factory.mktemp("netpol-render")
-    result = run_playbook(RENDER_POLICIES, extra_vars={"matrix_stack_render_dir": str(out)})
-    assert result.rc == 0, result.stdout[-3000:] + result.stderr[-2000:]
-    policies = []
-    for path in sorted(out.rglob("*.yaml")):
-        for doc in yaml.safe_load_all(path.read_text()):
-            if doc and doc["kind"] == "NetworkPolicy":
-                policies.append(doc)
+def rendered_policies(run_playbook):
+    """The NetworkPolicies site.yml renders for the minimal inventory (every default but the required values)."""
+    policies = [obj for (kind, _name), obj in render_stack(run_playbook, "minimal").items() if kind == "NetworkPolicy"]
     names = {p["metadata"]["name"] for p in policies}
     assert {f"{INSTANCE}-default-deny", f"{INSTANCE}-allow-dns", f"{INSTANCE}-postgres", f"{INSTANCE}-synapse",
             f"{INSTANCE}-element"} <= names, names

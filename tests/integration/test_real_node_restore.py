@@ -9,7 +9,10 @@ that may be running on the machine meanwhile (other real-node slots) are left ou
 import json
 import os
 import re
+import shutil
 import signal
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -74,7 +77,22 @@ def run_pod(cluster):
     cluster.kubectl("wait", "-n", "restore", "--for=condition=Ready", "pod/p", "--timeout=60s")
 
 
-def test_down_restores_the_machine_and_up_clears_a_killed_run(tmp_path):
+@pytest.fixture
+def short_dir():
+    """The second cluster's directory, with a short path: the kubelet's unix sockets under it must stay within the
+    108 bytes of sun_path (a deep pytest tmp_path, e.g. /tmp/pytest-of-root/pytest-135/test_down_..., does not)."""
+    path = Path(tempfile.mkdtemp(prefix="msr-", dir="/tmp"))
+    try:
+        yield path
+    finally:
+        mounted = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()
+                   if line.split()[1].startswith(str(path) + "/")]
+        if not mounted:  # left as it is otherwise (the test reports what `down` left behind)
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def test_down_restores_the_machine_and_up_clears_a_killed_run(short_dir):
+    tmp_path = short_dir
     reason = realnode.unavailable_reason(localcluster.NODE_BIN)
     assert reason is None, f"this machine cannot run the real node: {reason}"
     before = realnode.machine_snapshot()

@@ -10,6 +10,7 @@ SSO only) and every manifest is checked:
 
 import re
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -47,15 +48,27 @@ def load_dir(out_dir):
     return [(Path(out_dir) / rel, obj) for rel, obj in rendered_objects(out_dir)]
 
 
+def render_all(run_playbook, jobs):
+    """Render every (inventory path, out_dir, extra vars) job, two playbooks at a time (two cores)."""
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = list(pool.map(lambda job: run_playbook(SITE, inventory=job[0], extra_vars={
+            "matrix_stack_render_dir": str(job[1]), **job[2]}), jobs))
+    for (inventory, _out, _extra), result in zip(jobs, results):
+        assert result.rc == 0, f"{inventory}: " + result.stdout[-4000:] + result.stderr[-2000:]
+    return results
+
+
 @pytest.fixture(scope="module")
 def rendered(run_playbook, tmp_path_factory):
-    out = {}
-    for inventory in INVENTORIES:
-        out_dir = tmp_path_factory.mktemp(f"render-{inventory}")
+    """One render per inventory for the whole module: the four test inventories and inventories/example."""
+    out, jobs = {}, []
+    for inventory in INVENTORIES + ["example"]:
+        out[inventory] = tmp_path_factory.mktemp(f"render-{inventory}")
+        path = REPO / "inventories" / ("example" if inventory == "example" else f"test/{inventory}")
         # ServiceMonitors are rendered only on request in render mode (there is no cluster to ask).
         extra = {"matrix_stack_servicemonitor": "always"} if inventory == "full" else {}
-        render(run_playbook, inventory, out_dir, extra)
-        out[inventory] = out_dir
+        jobs.append((path, out[inventory], extra))
+    render_all(run_playbook, jobs)
     return out
 
 
@@ -365,21 +378,25 @@ def test_element_config(rendered):
         assert f"add_header {header} " in data["nginx.conf"]
 
 
-def test_rerender_removes_stale_objects(run_playbook, tmp_path):
+def test_rerender_removes_stale_objects(run_playbook, rendered, tmp_path):
+    """A second render into a directory of the first (a copy of the module's minimal render) with Element off."""
     out = tmp_path / "out"
-    render(run_playbook, "minimal", out)
+    shutil.copytree(rendered["minimal"], out)
     assert (out / "50-element").is_dir()
     keep = out / "my-notes.yaml"
     keep.write_text("not ours\n")
     render(run_playbook, "minimal", out, {"matrix_stack_element_enabled": False})
     assert not (out / "50-element").exists()
     assert keep.exists(), "render mode must only remove what it wrote"
+    # Exactly Element's objects (all named <instance>-element, its NetworkPolicy included) are gone; every other
+    # file is still there.
+    kept = {rel for rel, obj in rendered_objects(rendered["minimal"]) if obj["metadata"]["name"] != "matrix-element"}
+    assert len(kept) < len(rendered_objects(rendered["minimal"])) - 4
+    keep.unlink()
+    assert {rel for rel, _obj in rendered_objects(out)} == kept
 
 
-def test_example_inventory_renders(run_playbook, tmp_path):
-    out = tmp_path / "example"
-    result = run_playbook(SITE, inventory=REPO / "inventories" / "example", extra_vars={"matrix_stack_render_dir": str(out)})
-    assert result.rc == 0, result.stdout[-3000:]
-    objects = {(obj["kind"], obj["metadata"]["name"]) for _path, obj in load_dir(out)}
+def test_example_inventory_renders(rendered):
+    objects = {(obj["kind"], obj["metadata"]["name"]) for _path, obj in load_dir(rendered["example"])}
     assert ("Ingress", "matrix-synapse-wellknown") in objects  # example.com delegates to matrix.example.com
     assert ("StatefulSet", "matrix-postgres") in objects and ("Deployment", "matrix-coturn") in objects
