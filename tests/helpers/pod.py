@@ -29,6 +29,7 @@ class Pod:
         self.configmap = configmap
         self.proc = None
         self.port = None
+        self.config = {}
         self.log = self.root / "synapse.stdout"
 
     def local(self, value):
@@ -56,6 +57,7 @@ class Pod:
             listener["port"] = self.port if listener["type"] == "http" else free_port()
         if adjust:
             adjust(config)
+        self.config = config
         text = yaml.safe_dump(config, sort_keys=False)
         for mount in ("/config", "/secrets", "/run/synapse", "/data"):
             text = text.replace(f": {mount}/", f": {self.mounts[mount]}/")
@@ -66,8 +68,15 @@ class Pod:
         return config
 
     def argv(self, container):
-        return [str(SYNAPSE_PYTHON) if arg == "python" else self.local(arg)
+        argv = [str(SYNAPSE_PYTHON) if arg == "python" else self.local(arg)
                 for arg in container["command"] + container.get("args", [])]
+        if "--wait-for-postgres" in argv:
+            # The database the caller pointed homeserver.yaml at (write_config), not the in-cluster Service.
+            at = argv.index("--wait-for-postgres")
+            db = (self.config.get("database") or {}).get("args") or {}
+            argv[at + 1:at + 5] = [str(db.get("host", "127.0.0.1")), str(db.get("port", 5432)), str(db.get("user")),
+                                   str(db.get("dbname", db.get("database")))]
+        return argv
 
     def run_init(self):
         for init in self.spec.get("initContainers", []):

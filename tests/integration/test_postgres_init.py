@@ -23,6 +23,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -187,3 +188,22 @@ def test_synapse_logs_in_with_the_special_password(initialised, tmp_path):
     assert nopass.returncode != 0 and "password" in nopass.stderr, nopass.stderr
     superuser = psql_tcp(initialised, "postgres", "postgres", PGPASSWORD=SUPERUSER_PASSWORD)
     assert superuser.returncode == 0, superuser.stderr
+
+
+def test_synapse_init_waits_for_postgres_to_accept_logins(initialised, tmp_path):
+    """The rendered init container's wait (Synapse is applied together with PostgreSQL): it returns as soon as the
+    real server answers a login, and gives up, naming the address, when nothing listens."""
+    db = initialised["database"]
+    script = tmp_path / "compose_secrets.py"
+    script.write_text(initialised["compose_secrets"])
+    started = time.monotonic()
+    ready = subprocess.run([sys.executable, str(script), "--wait-for-postgres", "127.0.0.1", str(initialised["port"]),
+                            db["user"], db["dbname"], "--wait-timeout", "30"],
+                           capture_output=True, text=True, timeout=60, check=False)
+    assert ready.returncode == 0 and time.monotonic() - started < 10, ready.stdout + ready.stderr
+    closed = free_port()
+    absent = subprocess.run([sys.executable, str(script), "--wait-for-postgres", "127.0.0.1", str(closed),
+                             db["user"], db["dbname"], "--wait-timeout", "2"],
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert absent.returncode != 0, absent.stdout + absent.stderr
+    assert f"PostgreSQL at 127.0.0.1:{closed} not ready after 2.0 s" in absent.stderr, absent.stderr

@@ -96,10 +96,9 @@ def synapse_pod(rendered, postgres_server, tmp_path_factory):
         if key != "homeserver.yaml":
             (pod.mounts["/config"] / key).write_text(value)
 
-    # Init container: the rendered command and arguments (paths mapped).
-    init = pod.spec["initContainers"][0]
-    argv = [str(SYNAPSE_PYTHON) if arg == "python" else pod.local(arg) for arg in init["command"] + init["args"]]
-    subprocess.run(argv, check=True, capture_output=True, timeout=60)
+    # Init container: the rendered command and arguments (paths mapped; it waits for the database above).
+    pod.config = config
+    subprocess.run(pod.argv(pod.spec["initContainers"][0]), check=True, capture_output=True, timeout=60)
     pgpass = pod.mounts["/run/synapse"] / "pgpass"
     assert oct(pgpass.stat().st_mode & 0o777) == "0o600"
     email_fragment = yaml.safe_load((pod.mounts["/run/synapse"] / "email.yaml").read_text())

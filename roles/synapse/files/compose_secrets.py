@@ -13,10 +13,14 @@ Usage:
   compose_secrets.py [--pgpass PASSWORD_FILE OUT_FILE]
                      [--fragment TEMPLATE OUT_FILE --inject DOTTED.KEY=SECRET_FILE ...]
                      [--private-copy SOURCE OUT_FILE]
+                     [--wait-for-postgres HOST PORT USER DATABASE [--wait-timeout SECONDS]]
 """
 import argparse
 import os
+import socket
+import struct
 import sys
+import time
 
 import yaml
 
@@ -43,12 +47,49 @@ def pgpass_escape(value):
     return value.replace("\\", "\\\\").replace(":", "\\:")
 
 
+def postgres_state(host, port, user, database, timeout=5.0):
+    """What PostgreSQL answers a startup message (as pg_isready does): "ready" once it can authenticate or refuse
+    the login, "starting" while it starts or shuts down, otherwise the connection error."""
+    params = b"".join(key + b"\0" + value.encode() + b"\0" for key, value in ((b"user", user), (b"database", database)))
+    body = struct.pack("!I", 196608) + params + b"\0"  # protocol 3.0
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout) as conn:
+            conn.sendall(struct.pack("!I", len(body) + 4) + body)
+            kind = conn.recv(1)
+            if kind == b"E":
+                error = conn.recv(4096)
+                if b"57P03" in error:  # cannot_connect_now: starting up, shutting down, in recovery
+                    return "starting"
+            return "ready" if kind else "closed the connection"
+    except OSError as exc:
+        return str(exc) or type(exc).__name__
+
+
+def wait_for_postgres(host, port, user, database, timeout):
+    """Return once PostgreSQL accepts logins; exit (the pod restarts) after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    reported = None
+    while True:
+        state = postgres_state(host, port, user, database)
+        if state == "ready":
+            return
+        if state != reported:
+            print(f"compose_secrets: waiting for PostgreSQL at {host}:{port}: {state}", flush=True)
+            reported = state
+        if time.monotonic() >= deadline:
+            sys.exit(f"compose_secrets: PostgreSQL at {host}:{port} not ready after {timeout} s: {state}")
+        time.sleep(1)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pgpass", nargs=2, metavar=("PASSWORD_FILE", "OUT_FILE"))
     parser.add_argument("--fragment", nargs=2, metavar=("TEMPLATE", "OUT_FILE"))
     parser.add_argument("--inject", action="append", default=[], metavar="DOTTED.KEY=SECRET_FILE")
     parser.add_argument("--private-copy", nargs=2, metavar=("SOURCE", "OUT_FILE"))
+    parser.add_argument("--wait-for-postgres", nargs=4, metavar=("HOST", "PORT", "USER", "DATABASE"),
+                        help="wait until PostgreSQL accepts logins (Synapse exits when it cannot reach it at start)")
+    parser.add_argument("--wait-timeout", type=float, default=600.0, metavar="SECONDS")
     args = parser.parse_args(argv)
 
     if args.pgpass:
@@ -77,6 +118,9 @@ def main(argv=None):
         if not content.strip():
             sys.exit(f"compose_secrets: file {args.private_copy[0]} is empty")
         write_private(args.private_copy[1], content)
+
+    if args.wait_for_postgres:
+        wait_for_postgres(*args.wait_for_postgres, timeout=args.wait_timeout)
     return 0
 
 
