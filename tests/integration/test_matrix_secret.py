@@ -388,8 +388,8 @@ def test_vvv_never_prints_a_value(runner, kube_namespace, kube_cluster):
                   "matrix.stack.matrix_secret": dict(namespace=ns, name="s", **step)}
                  for i, step in enumerate(steps) for check in (True, False)]
         if number == len(runs) - 1:
-            tasks.append({"name": "adopt", "matrix.stack.matrix_secret": dict(namespace=ns, name="foreign", keys=KEYS,
-                                                                               adopt=True)})
+            adopt = dict(namespace=ns, name="foreign", keys=KEYS, adopt=True)
+            tasks.append({"name": "adopt", "matrix.stack.matrix_secret": adopt})
         result = runner.run_tasks(tasks, json_output=False, verbosity=3, diff=True)
         assert result.rc == 0, result.stdout[-3000:]
         ran = [line for line in result.stdout.splitlines() if line.startswith("TASK [step ")]
