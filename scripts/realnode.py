@@ -508,7 +508,7 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
             kill_pids([pids.get(name)])
         # Containers first (every process in the node's cgroups), then the shims, then containerd.
         kill_pids(self.cgroup_pids(n), grace=5)
-        kill_pids(self.shim_pids(), grace=5)
+        kill_pids(self.shim_pids() + self.shim_pids_by_address(), grace=5)
         kill_pids([pids.get("containerd"), pids.get("apiproxy")])
         kill_pids(self.cgroup_pids(n), grace=2)
         for point in mounts_under(self.dir):
@@ -564,6 +564,21 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
                     except OSError:
                         pass
         return sorted(pids)
+
+    def shim_pids_by_address(self):
+        """Shims started for this node's containerd, found by its socket on their command line: a shim whose pid file
+        is already gone (its task ended) would otherwise outlive `down`."""
+        needle = f"\0-address\0{self.sock}\0".encode()
+        pids = []
+        for proc in Path("/proc").iterdir():
+            if proc.name.isdigit():
+                try:
+                    cmdline = (proc / "cmdline").read_bytes()
+                except OSError:
+                    continue
+                if b"containerd-shim" in cmdline.split(b"\0", 1)[0] and needle in cmdline + b"\0":
+                    pids.append(int(proc.name))
+        return pids
 
     def shim_pids(self):
         pids = []
