@@ -17,6 +17,9 @@ import re
 
 from ansible.errors import AnsibleFilterError
 
+from ansible_collections.matrix.stack.plugins.plugin_utils._apply.plan import (
+    INSTANCE_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE, PART_OF_LABEL, PART_OF_VALUE)
+
 RUNTIME_DEFAULT = {"type": "RuntimeDefault"}
 
 
@@ -57,20 +60,20 @@ def label_value(value):
 
 def selector_labels(instance, name):
     """The labels that select the pods of component ``name`` of an instance (never change: selectors are immutable)."""
-    return {"app.kubernetes.io/name": str(name), "app.kubernetes.io/instance": str(instance)}
+    return {"app.kubernetes.io/name": str(name), INSTANCE_LABEL: str(instance)}
 
 
 def labels(instance, name, component, version, extra=None):
-    """Every label of an object of component ``name``: the operator's extra labels under the app.kubernetes.io ones."""
+    """Every label of an object of component ``name``: the operator's extra labels under the app.kubernetes.io ones.
+
+    The instance, part-of and managed-by labels are those the apply step selects this instance's objects by (pruning).
+    ``name`` None leaves the name label out (the Secrets of a component carry none).
+    """
     result = dict(extra or {})
-    result.update({
-        "app.kubernetes.io/instance": str(instance),
-        "app.kubernetes.io/part-of": "matrix-stack",
-        "app.kubernetes.io/managed-by": "matrix.stack",
-        "app.kubernetes.io/name": str(name),
-        "app.kubernetes.io/component": str(component),
-        "app.kubernetes.io/version": label_value(version),
-    })
+    result.update({INSTANCE_LABEL: str(instance), PART_OF_LABEL: PART_OF_VALUE, MANAGED_BY_LABEL: MANAGED_BY_VALUE})
+    if name is not None:
+        result["app.kubernetes.io/name"] = str(name)
+    result.update({"app.kubernetes.io/component": str(component), "app.kubernetes.io/version": label_value(version)})
     return result
 
 

@@ -28,7 +28,7 @@ PRUNABLE_KINDS = (
     ("monitoring.coreos.com/v1", "ServiceMonitor"),
 )
 NEVER_PRUNED = frozenset({"PersistentVolumeClaim", "Secret", "Namespace"})
-# Labels every object of an instance carries (set by the roles through __matrix_stack_common_labels).
+# Labels every object of an instance carries (set by the roles through the matrix.stack.labels filter).
 INSTANCE_LABEL = "app.kubernetes.io/instance"
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY_VALUE = "matrix.stack"

@@ -42,6 +42,13 @@ def test_labels_keep_the_operator_extra_labels_under_ours():
                       "app.kubernetes.io/component": "homeserver", "app.kubernetes.io/version": "1.2.3_git"}
 
 
+def test_labels_without_a_name_are_those_of_a_components_secrets():
+    labels = pod.labels("chat", None, "synapse", "0.1.0", extra={"team": "a"})
+    assert labels == {"team": "a", "app.kubernetes.io/instance": "chat", "app.kubernetes.io/part-of": "matrix-stack",
+                      "app.kubernetes.io/managed-by": "matrix.stack", "app.kubernetes.io/component": "synapse",
+                      "app.kubernetes.io/version": "0.1.0"}
+
+
 def test_label_values_are_cut_at_63_characters():
     assert len(pod.labels("i", "n", "c", "v" * 70)["app.kubernetes.io/version"]) == 63
     assert pod.labels("i", "n", "c", "v" * 63)["app.kubernetes.io/version"] == "v" * 63
