@@ -508,7 +508,7 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
             kill_pids([pids.get(name)])
         # Containers first (every process in the node's cgroups), then the shims, then containerd.
         kill_pids(self.cgroup_pids(n), grace=5)
-        kill_pids(self.shim_pids() + self.shim_pids_by_address(), grace=5)
+        kill_pids(self.shim_pids(), grace=5)
         kill_pids([pids.get("containerd"), pids.get("apiproxy")])
         kill_pids(self.cgroup_pids(n), grace=2)
         for point in mounts_under(self.dir):
@@ -565,9 +565,9 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
                         pass
         return sorted(pids)
 
-    def shim_pids_by_address(self):
-        """Shims started for this node's containerd, found by its socket on their command line: a shim whose pid file
-        is already gone (its task ended) would otherwise outlive `down`."""
+    def shim_pids(self):
+        """The shims of this node's containerd, found by its socket on their command line (a pid file would miss a
+        shim whose task already ended: such shims outlived `down`)."""
         needle = f"\0-address\0{self.sock}\0".encode()
         pids = []
         for proc in Path("/proc").iterdir():
@@ -578,15 +578,6 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
                     continue
                 if b"containerd-shim" in cmdline.split(b"\0", 1)[0] and needle in cmdline + b"\0":
                     pids.append(int(proc.name))
-        return pids
-
-    def shim_pids(self):
-        pids = []
-        for pidfile in (self.dir / "containerd" / "state").rglob("shim.pid"):
-            try:
-                pids.append(int(pidfile.read_text().strip()))
-            except (OSError, ValueError):
-                pass
         return pids
 
     @staticmethod
