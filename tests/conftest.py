@@ -35,10 +35,20 @@ VENV_BIN = WORK / "venv" / "bin"
 COLLECTIONS_PATH = WORK / "collections"
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's, which names each test's group in its node id
 def pytest_collection_modifyitems(config, items):  # pylint: disable=unused-argument
+    """Mark the integration tests; give every test an xdist group (scripts/test runs two workers).
+
+    A module is one group: its module fixtures start once, on one worker. Modules that share a machine-wide
+    resource name one group in their marks (the real-node modules: "real-node"). The groups marked `slow` are
+    queued first, so that the two workers finish together.
+    """
     for item in items:
         if "tests/integration" in str(item.fspath):
             item.add_marker(pytest.mark.integration)
+        if item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 # ----- Kubernetes -------------------------------------------------------------------------------

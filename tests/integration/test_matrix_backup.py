@@ -22,7 +22,7 @@ from helpers import matrix_client as mc
 from helpers.backup import PG_SEARCH
 from helpers.services import default_pg_major
 
-pytestmark = [pytest.mark.integration, pytest.mark.synapse]
+pytestmark = [pytest.mark.integration, pytest.mark.synapse, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
 RUN = REPO / "tests" / "integration" / "files" / "matrix_backup_run.yml"

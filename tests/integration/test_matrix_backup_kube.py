@@ -25,7 +25,7 @@ import pytest
 
 from helpers.backup import PG_SEARCH, make_small_db, media_tree, run_module as run_backup_module
 
-pytestmark = [pytest.mark.integration, pytest.mark.kube]
+pytestmark = [pytest.mark.integration, pytest.mark.kube, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
 PYTHON = str(REPO / ".work/venv/bin/python")

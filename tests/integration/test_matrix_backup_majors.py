@@ -20,7 +20,7 @@ import pytest
 from helpers.backup import PG_SEARCH, make_small_db, supported_pg_majors
 from helpers.services import PostgresServer
 
-pytestmark = [pytest.mark.integration]
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
 RUNS = REPO / "tests" / "integration" / "files" / "matrix_backup_runs.yml"

@@ -14,7 +14,7 @@ import urllib.request
 import pytest
 import yaml
 
-pytestmark = [pytest.mark.integration, pytest.mark.kube]
+pytestmark = [pytest.mark.integration, pytest.mark.kube, pytest.mark.slow]
 
 SIGNING_LINE = re.compile(r"^ed25519 (a_[A-Za-z0-9]{8}) ([A-Za-z0-9+/]{43})\n$")
 OWNED = {"matrix.stack/secret": "true", "app.kubernetes.io/managed-by": "matrix.stack"}

@@ -10,7 +10,7 @@ import yaml
 
 from helpers import matrix_client as mc
 
-pytestmark = [pytest.mark.integration, pytest.mark.synapse]
+pytestmark = [pytest.mark.integration, pytest.mark.synapse, pytest.mark.slow]
 
 PYTHON = sys.executable if "venv" in sys.executable else str(Path(__file__).resolve().parents[2] / ".work/venv/bin/python")
 

@@ -16,7 +16,7 @@ import pytest
 from conftest import localcluster
 from helpers.rendered import render_stack
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.xdist_group("real-node")]
 
 # The networkpolicy role alone, with every role's defaults: the same objects as site.yml's render mode, faster.
 INSTANCE = "matrix"

@@ -19,7 +19,7 @@ import pytest
 from conftest import localcluster
 
 realnode = localcluster.realnode
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.xdist_group("real-node")]
 
 
 PER_POD_PATHS = (str(realnode.CNI_CACHE), "/var/log/containers/")

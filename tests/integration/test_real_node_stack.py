@@ -42,7 +42,7 @@ from helpers import matrix_client as mc
 from helpers.backup import run_module as run_backup_module
 from helpers.turn_client import TurnClient, TurnError
 
-pytestmark = [pytest.mark.integration, pytest.mark.kube]
+pytestmark = [pytest.mark.integration, pytest.mark.kube, pytest.mark.slow, pytest.mark.xdist_group("real-node")]
 
 INVENTORY = REPO / "inventories" / "test" / "node"
 PLAYBOOKS = REPO / "playbooks"

@@ -23,7 +23,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 SCENARIO = REPO / "molecule" / "default"
 
-pytestmark = [pytest.mark.integration, pytest.mark.kube]
+pytestmark = [pytest.mark.integration, pytest.mark.kube, pytest.mark.slow]
 
 KINDS = "configmap,deployment,statefulset,service,ingress,networkpolicy,persistentvolumeclaim,serviceaccount,secret"
 
