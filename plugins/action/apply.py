@@ -20,8 +20,8 @@ display = Display()
 # kubernetes.core's connection options (names and aliases, K8S_AUTH_* variables, impersonation), handed to its
 # get_api_client.
 AUTH_OPTIONS = tuple(name for option, spec in AUTH_ARG_SPEC.items() for name in [option] + list(spec.get("aliases") or []))
-OPTIONS = ("components", "namespace", "instance", "field_manager", "render_dir", "render_order", "wait",
-           "wait_timeout", "prune", "concurrency", "optional_kinds") + AUTH_OPTIONS
+OPTIONS = ("components", "state", "namespace", "instance", "field_manager", "render_dir", "render_order", "wait",
+           "wait_timeout", "prune", "purge", "purge_namespace", "concurrency", "optional_kinds") + AUTH_OPTIONS
 
 
 class ActionModule(ActionBase):
@@ -37,6 +37,16 @@ class ActionModule(ActionBase):
         unknown = sorted(set(args) - set(OPTIONS))
         if unknown:
             raise AnsibleActionFail("unsupported option(s): %s (allowed: %s)" % (", ".join(unknown), ", ".join(OPTIONS)))
+        state = args.get("state") or "present"
+        if state not in ("present", "absent"):
+            raise AnsibleActionFail("matrix.stack.apply: state must be present or absent, got %r" % state)
+        if state == "absent":
+            for required in ("namespace", "instance"):
+                if not args.get(required):
+                    raise AnsibleActionFail("matrix.stack.apply: option %s is required with state absent" % required)
+            from ansible_collections.matrix.stack.plugins.plugin_utils._apply.step import uninstall_stack  # pylint: disable=import-outside-toplevel
+            result.update(uninstall_stack(args, AUTH_OPTIONS, bool(self._task.check_mode), bool(self._task.diff)))
+            return result
         # Plain data (Ansible's tagged strings and lazy containers become str/list/dict), and a private copy.
         components = json.loads(json.dumps(args.get("components") or []))
         try:

@@ -27,6 +27,10 @@ description:
   - Check mode. Server-side dry run (C(dryRun=All)) of every write; nothing changes. With C(--diff) every object
     that would change is shown (server-maintained fields left out), Secrets by key names only, and what would be
     pruned.
+  - Uninstall (O(state=absent), C(playbooks/uninstall.yml)). Deletes every object of the prunable kinds labelled
+    C(app.kubernetes.io/instance=<instance>) and C(app.kubernetes.io/managed-by=matrix.stack), whoever applied it,
+    all at once, then waits until they are gone. PersistentVolumeClaims and Secrets are kept unless O(purge) is
+    set; O(components) is ignored. Check mode deletes nothing and reports (and with C(--diff) shows) what would go.
   - Render mode (O(render_dir) set). No cluster is contacted; one file per object under
     C(<render_dir>/<NN>-<component>/<kind>-<name>.yaml) and C(SECRETS.md) listing the Secrets (names and keys,
     never values), written in one go; only the C(<NN>-<component>) directories of the collection are replaced.
@@ -53,9 +57,16 @@ options:
         C(wait) (list of C({kind, name}), Deployment or StatefulSet), C(secrets) (generated Secrets,
         C({name, app, description, keys_})), C(secret_refs) (operator-supplied Secrets that must exist,
         C({variable, name, key})) and C(secret_labels) (labels of the generated Secrets).
+      - Ignored with O(state=absent).
     type: list
     elements: dict
-    required: true
+    default: []
+  state:
+    description:
+      - V(present) applies the list; V(absent) removes the instance (see the description).
+    type: str
+    choices: [present, absent]
+    default: present
   namespace:
     description: Namespace of the stack (required in apply mode).
     type: str
@@ -83,6 +94,16 @@ options:
     description: Delete the objects of this instance that are no longer in the list.
     type: bool
     default: true
+  purge:
+    description:
+      - With O(state=absent), also delete the instance's PersistentVolumeClaims (database, media) and the Secrets the
+        collection generated (signing key, passwords). Irreversible; operator-supplied Secrets are never deleted.
+    type: bool
+    default: false
+  purge_namespace:
+    description: With O(purge), also delete the namespace (when the stack created it).
+    type: bool
+    default: false
   concurrency:
     description: How many objects are applied, listed or deleted at the same time.
     type: int
@@ -136,6 +157,12 @@ secrets:
   returned: apply mode
   type: list
   elements: dict
+removed:
+  description: Objects deleted (in check mode, that would be deleted) by O(state=absent) (C(Kind/name)).
+  returned: state absent
+  type: list
+  elements: str
+  sample: [Deployment/matrix-synapse, Namespace/matrix]
 waited:
   description: Workloads waited for.
   returned: apply mode

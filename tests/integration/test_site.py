@@ -135,8 +135,17 @@ def test_uninstall_keeps_data_then_purge_needs_confirmation(stack, run_playbook)
                                                            "seccompProfile": {"type": "RuntimeDefault"}},
              "containers": [{"name": "backup", "image": "example.invalid/backup:1", "securityContext": {
                  "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}}]}}}}}}]}))
+    # Check mode: names (and diffs, Secrets never among them) what would go, changes nothing.
+    before = snapshot(kube, namespace)[0]
+    dry = run_playbook(uninstall, extra_vars=inventory_extra, env=env, check=True, diff=True)
+    assert dry.rc == 0 and dry.stats["localhost"]["changed"] == 1, dry.stdout[-3000:]
+    assert "would remove: " in dry.stdout and "CronJob/mol-backup" in dry.stdout and "Role/mol-backup" in dry.stdout
+    assert "Secret/" not in dry.stdout and "PersistentVolumeClaim/" not in dry.stdout
+    assert snapshot(kube, namespace)[0] == before
+
     result = run_playbook(uninstall, extra_vars=inventory_extra, env=env)
     assert result.rc == 0, result.stdout[-3000:]
+    assert "removed: " in result.stdout
     left = json.loads(kube.kubectl("get", KINDS + ",cronjob,role,rolebinding", "-n", namespace, "-o", "json").stdout)["items"]
     kinds = {item["kind"] for item in left if item["metadata"].get("labels", {}).get("app.kubernetes.io/instance") == "mol"}
     assert kinds == {"PersistentVolumeClaim", "Secret"}, kinds
@@ -145,7 +154,11 @@ def test_uninstall_keeps_data_then_purge_needs_confirmation(stack, run_playbook)
     assert refused.rc != 0 and "matrix_stack_purge_confirm" in refused.stdout
     assert kube.kubectl("get", "namespace", namespace, check=False).returncode == 0
 
+    again = run_playbook(uninstall, extra_vars=inventory_extra, env=env)
+    assert again.rc == 0 and again.stats["localhost"]["changed"] == 0, again.stdout[-3000:]
+
     purged = run_playbook(uninstall, extra_vars={**inventory_extra, "matrix_stack_purge": True,
                                                  "matrix_stack_purge_confirm": namespace}, env=env)
     assert purged.rc == 0, purged.stdout[-3000:]
+    assert "Secret/mol-synapse" in purged.stdout and "Namespace/%s" % namespace in purged.stdout
     assert kube.kubectl("get", "namespace", namespace, check=False).returncode != 0

@@ -190,6 +190,30 @@ class Kube:
                 response.release_conn()
         return sorted(pending)
 
+    def wait_gone(self, objects, namespace, timeout, interval=0.5):
+        """Poll until none of ``objects`` exists any more (by uid: a new object of the same name does not count);
+        returns the ``Kind/name`` labels still present at ``timeout`` (seconds)."""
+        deadline = time.monotonic() + timeout
+        pending = {(obj["apiVersion"], obj["kind"]): set() for obj in objects}
+        for obj in objects:
+            pending[(obj["apiVersion"], obj["kind"])].add(obj["metadata"].get("uid"))
+        while True:
+            for (api_version, kind), uids in list(pending.items()):
+                if kind == "Namespace":
+                    live = [self.get({"apiVersion": api_version, "kind": kind, "metadata": {"name": namespace}},
+                                     namespace)]
+                else:
+                    live = self.list(api_version, kind, namespace, None)
+                uids &= {item["metadata"].get("uid") for item in live if item}
+                if not uids:
+                    del pending[(api_version, kind)]
+            if not pending or time.monotonic() >= deadline:
+                break
+            time.sleep(interval)
+        still = {uid for uids in pending.values() for uid in uids}
+        return sorted("%s/%s" % (obj["kind"], obj["metadata"]["name"]) for obj in objects
+                      if obj["metadata"].get("uid") in still)
+
 
 def _events(response):
     buffer = b""

@@ -102,6 +102,22 @@ def instance_objects(objects, instance):
             if all(((obj.get("metadata") or {}).get("labels") or {}).get(name) == value for name, value in want.items())]
 
 
+def removal_selectors(instance, purge, generated_secret_label):
+    """[(apiVersion, kind, label selector)] of what uninstalling the instance deletes.
+
+    Every prunable kind labelled with the instance and managed by matrix.stack (whoever applied it); with ``purge``
+    also the instance's PersistentVolumeClaims (the StatefulSet's claims carry only the instance label) and the
+    Secrets the collection generated, those with ``generated_secret_label`` (``name=value``; operator-supplied
+    Secrets never carry it).
+    """
+    managed = "%s=%s,%s=%s" % (INSTANCE_LABEL, instance, MANAGED_BY_LABEL, MANAGED_BY_VALUE)
+    out = [(api_version, kind, managed) for api_version, kind in PRUNABLE_KINDS]
+    if purge:
+        out.append(("v1", "PersistentVolumeClaim", "%s=%s" % (INSTANCE_LABEL, instance)))
+        out.append(("v1", "Secret", "%s=%s,%s" % (INSTANCE_LABEL, instance, generated_secret_label)))
+    return out
+
+
 def prunable_kinds(entries):
     """The (apiVersion, kind) pairs pruning lists: the known ones plus any other kind handed over."""
     kinds = list(PRUNABLE_KINDS)
@@ -281,13 +297,14 @@ def redact(obj):
     return out
 
 
-def object_diff(before, after):
-    """One entry of Ansible's diff list for an object (server-maintained fields and secret values left out)."""
+def object_diff(before, after, gone="pruned"):
+    """One entry of Ansible's diff list for an object (server-maintained fields and secret values left out);
+    ``gone`` names why an object with no ``after`` goes."""
     return {
         "before": _yaml(comparable(redact(before))) if before is not None else "",
         "after": _yaml(comparable(redact(after))) if after is not None else "",
         "before_header": label(after if after is not None else before) + (" (absent)" if before is None else ""),
-        "after_header": label(after if after is not None else before) + (" (pruned)" if after is None else ""),
+        "after_header": label(after if after is not None else before) + (" (%s)" % gone if after is None else ""),
     }
 
 

@@ -11,6 +11,7 @@ from ansible.module_utils.common.validation import check_type_bool, check_type_i
 from ansible.utils.display import Display
 
 from ansible_collections.matrix.stack.plugins.module_utils.kube.errors import KubeError, KubeNamespaceNotFoundError
+from ansible_collections.matrix.stack.plugins.module_utils.secrets.planning import OWNED_LABEL, OWNED_VALUE
 from ansible_collections.matrix.stack.plugins.plugin_utils._apply import plan
 from ansible_collections.matrix.stack.plugins.plugin_utils._apply import secrets as secret_step
 from ansible_collections.matrix.stack.plugins.plugin_utils._apply.kube import Kube
@@ -27,8 +28,17 @@ def apply_stack(args, auth_options, components, entries, check, want_diff):
         return dict(failed=True, msg=str(exc), kube_error=exc.kind, status=exc.status, changed=step.changed)
 
 
+def uninstall_stack(args, auth_options, check, want_diff):
+    """Result of one uninstall run (``state: absent``); errors as in apply_stack."""
+    step = Step(args, auth_options, [], [], check, want_diff)
+    try:
+        return step.uninstall()
+    except KubeError as exc:
+        return dict(failed=True, msg=str(exc), kube_error=exc.kind, status=exc.status, changed=step.changed)
+
+
 class Step:
-    """One run of the apply step (apply mode)."""
+    """One run of the apply step (apply mode, or uninstall)."""
 
     def __init__(self, args, auth_options, components, entries, check, want_diff):
         self.args = args
@@ -37,7 +47,7 @@ class Step:
         self.check = check
         self.want_diff = want_diff
         self.namespace = str(args["namespace"])
-        self.field_manager = str(args["field_manager"])
+        self.field_manager = str(args.get("field_manager") or "matrix.stack")
         self.concurrency = max(1, check_type_int(args.get("concurrency", 8)))
         auth = {name: args[name] for name in auth_options if args.get(name) not in (None, "")}
         self.kube = Kube(auth, self.field_manager, dry_run=check)
@@ -150,6 +160,39 @@ class Step:
             "to prune" if self.check else "pruned", len(waits))
         if self.diffs:
             result["diff"] = self.diffs
+        return result
+
+    def uninstall(self):
+        """Delete the instance's objects (with ``purge``: its PVCs, generated Secrets and namespace), all at once,
+        then wait until they are gone."""
+        started = time.monotonic()
+        purge = check_type_bool(self.args.get("purge", False))
+        owned = "%s=%s" % (OWNED_LABEL, OWNED_VALUE)
+        selectors = plan.removal_selectors(str(self.args["instance"]), purge, owned)
+        found = [obj for items in self.parallel(lambda sel: self.kube.list(sel[0], sel[1], self.namespace, sel[2]),
+                                                selectors) for obj in items]
+        self.parallel(lambda obj: self.kube.delete(obj, self.namespace), found)
+        namespace = None
+        if purge and check_type_bool(self.args.get("purge_namespace", False)):
+            namespace = self.kube.get({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": self.namespace}},
+                                      self.namespace)
+            if namespace is not None:
+                self.kube.delete(namespace, self.namespace)
+        removed = found + ([namespace] if namespace is not None else [])
+        self.changed = bool(removed)
+        if check_type_bool(self.args.get("wait", True)) and not self.check and removed:
+            late = self.kube.wait_gone(removed, self.namespace, check_type_int(self.args.get("wait_timeout", 600)))
+            if late:
+                raise KubeError("still present after %ss (matrix_stack_wait_timeout): %s; see kubectl -n %s get "
+                                "events" % (self.args.get("wait_timeout", 600), ", ".join(late), self.namespace))
+        labels = [plan.label(obj) for obj in removed]
+        result = {"changed": self.changed, "removed": labels, "seconds": round(time.monotonic() - started, 3),
+                  "msg": "%d %s" % (len(labels), "to remove" if self.check else "removed")}
+        if labels:
+            display.display("%s: %s" % ("would remove" if self.check else "removed", ", ".join(labels)),
+                            color="yellow" if self.check else "blue")
+        if self.want_diff and removed:
+            result["diff"] = [plan.object_diff(obj, None, gone="removed") for obj in removed]
         return result
 
     def wait(self, waits, selector, timeout):

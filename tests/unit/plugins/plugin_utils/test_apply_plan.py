@@ -164,6 +164,16 @@ def test_prune_with_nothing_rendered_elsewhere_keeps_other_groups_apart():
     assert [o["apiVersion"] for o in pruned] == ["two.example/v1"]
 
 
+def test_uninstall_selects_the_instance_and_keeps_data_unless_purging():
+    kept = plan.removal_selectors("mx", False, "matrix.stack/secret=true")
+    assert {kind for _api, kind, _sel in kept} == {kind for _api, kind in plan.PRUNABLE_KINDS}
+    assert {sel for _api, _kind, sel in kept} == {"app.kubernetes.io/instance=mx,app.kubernetes.io/managed-by=matrix.stack"}
+    purged = plan.removal_selectors("mx", True, "matrix.stack/secret=true")
+    extra = purged[len(kept):]
+    assert extra == [("v1", "PersistentVolumeClaim", "app.kubernetes.io/instance=mx"),
+                     ("v1", "Secret", "app.kubernetes.io/instance=mx,matrix.stack/secret=true")]
+
+
 # ----- diffs ---------------------------------------------------------------------------------------------
 
 def test_diff_leaves_out_server_fields_and_secret_values():
@@ -179,6 +189,7 @@ def test_diff_leaves_out_server_fields_and_secret_values():
     assert created["before"] == "" and created["before_header"] == "ConfigMap/c (absent)"
     gone = plan.object_diff(obj("ConfigMap", "c"), None)
     assert gone["after"] == "" and gone["after_header"] == "ConfigMap/c (pruned)"
+    assert plan.object_diff(obj("ConfigMap", "c"), None, gone="removed")["after_header"] == "ConfigMap/c (removed)"
 
 
 def test_missing_refs_names_secret_and_key():
