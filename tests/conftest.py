@@ -33,6 +33,9 @@ from helpers.services import MINIO, CoturnServer, MinioServer, PostgresServer, S
 
 VENV_BIN = WORK / "venv" / "bin"
 COLLECTIONS_PATH = WORK / "collections"
+# The compiled-template cache of matrix.stack.manifests (plugin_utils/_template_cache.py) in the checkout, not in
+# the machine's temporary directory; every playbook the tests start inherits it.
+os.environ.setdefault("MATRIX_STACK_TEMPLATE_CACHE", str(WORK / "template-cache"))
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's, which names each test's group in its node id

@@ -18,6 +18,9 @@ description:
     (a shallow view is enough, a template cannot change variables). That copy was most of the time the stack
     spent rendering.
   - Strings in the objects are plain data and never templated again, since Synapse's configuration may contain C({{).
+  - The compiled templates are kept between runs in Jinja's bytecode cache (a private per-user directory; a changed
+    template, ansible-core, Jinja or Python compiles anew). Set the environment variable
+    E(MATRIX_STACK_TEMPLATE_CACHE) to another directory, or to V(off) to compile every time.
 options:
   _terms:
     description: Template file names.
@@ -52,6 +55,8 @@ import yaml
 
 from ansible.errors import AnsibleError
 from ansible.plugins.lookup import LookupBase
+
+from ansible_collections.matrix.stack.plugins.plugin_utils._template_cache import compiled_once
 
 try:  # ansible-core >= 2.19: template source must be marked trusted
     from ansible.template import trust_as_template
@@ -97,7 +102,8 @@ class LookupModule(LookupBase):
             templar = self._templar.copy_with_new_env(searchpath=search_path(variables, path))
             # A shallow copy: the variables of the task, plus the path of this template.
             templar.available_variables = dict(variables, template_path=path)
-            rendered = templar.template(trust_as_template(source), escape_backslashes=False)
+            with compiled_once(templar, source, path):
+                rendered = templar.template(trust_as_template(source), escape_backslashes=False)
             if text_only:
                 results.append(rendered)
             else:

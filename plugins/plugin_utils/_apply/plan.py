@@ -308,9 +308,15 @@ def object_diff(before, after, gone="pruned"):
     }
 
 
-def _yaml(obj):
+def _safe_dump(obj, **options):
+    """yaml.safe_dump through libyaml when PyYAML has it (about 6x faster; same documents)."""
     import yaml  # pylint: disable=import-outside-toplevel  # controller side only; keeps the module importable
-    return yaml.safe_dump(obj, default_flow_style=False, sort_keys=True, width=1000)
+    return yaml.dump(obj, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper), default_flow_style=False, width=1000,
+                     **options)
+
+
+def _yaml(obj):
+    return _safe_dump(obj, sort_keys=True)
 
 
 # ----- render mode -------------------------------------------------------------------------------
@@ -331,8 +337,7 @@ def render_files(entries, order):
 
 
 def _dump(obj):
-    import yaml  # pylint: disable=import-outside-toplevel
-    return yaml.safe_dump(obj, default_flow_style=False, sort_keys=False, width=1000, indent=2, allow_unicode=True)
+    return _safe_dump(obj, sort_keys=False, indent=2, allow_unicode=True)
 
 
 def render_dirs(order):

@@ -47,7 +47,7 @@ def load_role_options(roles_dir):
     for role in ROLE_RULES:
         path = os.path.join(roles_dir, role, "meta", "argument_specs.yml")
         with open(path, encoding="utf-8") as handle:
-            options[role] = role_options(yaml.safe_load(handle))
+            options[role] = role_options(yaml.load(handle, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)))
     return options
 
 
