@@ -43,8 +43,9 @@ def pytest_collection_modifyitems(config, items):  # pylint: disable=unused-argu
     """Mark the integration tests; give every test an xdist group (scripts/test runs two workers).
 
     A module is one group: its module fixtures start once, on one worker. Modules that share a machine-wide
-    resource name one group in their marks (the real-node modules: "real-node"). The groups marked `slow` are
-    queued first, so that the two workers finish together.
+    resource name one group in their marks: "real-node" for every module whose pods really run on the real node
+    (two stacks starting there at once on two cores made Synapse's pod restart once). The groups marked `slow`
+    are queued first, so that the two workers finish together.
     """
     for item in items:
         if "tests/integration" in str(item.fspath):

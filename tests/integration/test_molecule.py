@@ -17,7 +17,7 @@ import yaml
 from conftest import REPO, VENV_BIN, ansible_env
 
 # Real pods on the local cluster's real node: two converges that wait for Synapse, users included.
-pytestmark = [pytest.mark.kube, pytest.mark.slow, pytest.mark.timeout(1800)]
+pytestmark = [pytest.mark.kube, pytest.mark.slow, pytest.mark.timeout(1800), pytest.mark.xdist_group("real-node")]
 
 NAMESPACE = yaml.safe_load((REPO / "molecule" / "default" / "vars" / "stack.yml").read_text())["matrix_stack_namespace"]
 
