@@ -44,9 +44,25 @@ MINIO = WORK / "tools" / "minio"
 
 
 def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A free loopback port. Under pytest-xdist each worker takes only the ports whose remainder modulo the number of
+    workers is its index, so two workers never hand out the same port between its check and its use."""
+    count = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    index = int(worker[2:]) % count if worker[2:].isdigit() else 0
+    for _attempt in range(1000):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))  # the kernel's pick (Linux hands bind() odd ports by preference)
+            port = sock.getsockname()[1]
+        port += (index - port) % count  # the next port of this worker's class
+        if port > 65535:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free loopback port for worker %s of %d" % (worker, count))
 
 
 def stop_pid(pid, sig=signal.SIGTERM, timeout=30):
