@@ -57,17 +57,13 @@ from ansible.errors import AnsibleError
 from ansible.plugins.lookup import LookupBase
 
 from ansible_collections.matrix.stack.plugins.plugin_utils._template_cache import compiled_once
+from ansible_collections.matrix.stack.plugins.plugin_utils._yaml import SafeLoader
 
 try:  # ansible-core >= 2.19: template source must be marked trusted
     from ansible.template import trust_as_template
 except ImportError:  # pragma: no cover - older ansible-core templates every string
     def trust_as_template(value):
         return value
-
-try:
-    SafeLoader = yaml.CSafeLoader
-except AttributeError:  # pragma: no cover - PyYAML without libyaml
-    SafeLoader = yaml.SafeLoader
 
 
 def search_path(variables, template_path):

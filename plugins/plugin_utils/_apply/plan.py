@@ -89,15 +89,26 @@ def split_namespaces(entries):
     return first, rest
 
 
+def _instance_labels(instance, part_of=True):
+    labels = {INSTANCE_LABEL: instance, MANAGED_BY_LABEL: MANAGED_BY_VALUE}
+    if part_of:
+        labels[PART_OF_LABEL] = PART_OF_VALUE
+    return labels
+
+
+def _selector(labels, *more):
+    """A label selector requiring ``labels`` (a dict) and the ``name=value`` terms ``more``."""
+    return ",".join(["%s=%s" % item for item in labels.items()] + list(more))
+
+
 def instance_selector(instance):
     """The label selector of this instance's objects."""
-    return "%s=%s,%s=%s,%s=%s" % (INSTANCE_LABEL, instance, MANAGED_BY_LABEL, MANAGED_BY_VALUE,
-                                  PART_OF_LABEL, PART_OF_VALUE)
+    return _selector(_instance_labels(instance))
 
 
 def instance_objects(objects, instance):
     """The objects that carry this instance's labels (those instance_selector selects)."""
-    want = {INSTANCE_LABEL: instance, MANAGED_BY_LABEL: MANAGED_BY_VALUE, PART_OF_LABEL: PART_OF_VALUE}
+    want = _instance_labels(instance)
     return [obj for obj in objects
             if all(((obj.get("metadata") or {}).get("labels") or {}).get(name) == value for name, value in want.items())]
 
@@ -110,11 +121,11 @@ def removal_selectors(instance, purge, generated_secret_label):
     Secrets the collection generated, those with ``generated_secret_label`` (``name=value``; operator-supplied
     Secrets never carry it).
     """
-    managed = "%s=%s,%s=%s" % (INSTANCE_LABEL, instance, MANAGED_BY_LABEL, MANAGED_BY_VALUE)
+    managed = _selector(_instance_labels(instance, part_of=False))
     out = [(api_version, kind, managed) for api_version, kind in PRUNABLE_KINDS]
     if purge:
-        out.append(("v1", "PersistentVolumeClaim", "%s=%s" % (INSTANCE_LABEL, instance)))
-        out.append(("v1", "Secret", "%s=%s,%s" % (INSTANCE_LABEL, instance, generated_secret_label)))
+        out.append(("v1", "PersistentVolumeClaim", _selector({INSTANCE_LABEL: instance})))
+        out.append(("v1", "Secret", _selector({INSTANCE_LABEL: instance}, generated_secret_label)))
     return out
 
 
@@ -309,10 +320,9 @@ def object_diff(before, after, gone="pruned"):
 
 
 def _safe_dump(obj, **options):
-    """yaml.safe_dump through libyaml when PyYAML has it (about 6x faster; same documents)."""
     import yaml  # pylint: disable=import-outside-toplevel  # controller side only; keeps the module importable
-    return yaml.dump(obj, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper), default_flow_style=False, width=1000,
-                     **options)
+    from ansible_collections.matrix.stack.plugins.plugin_utils._yaml import SafeDumper  # pylint: disable=import-outside-toplevel
+    return yaml.dump(obj, Dumper=SafeDumper, default_flow_style=False, width=1000, **options)
 
 
 def _yaml(obj):

@@ -21,18 +21,17 @@ display = Display()
 
 def apply_stack(args, auth_options, components, entries, check, want_diff):
     """Result of one apply-mode run; a Kubernetes error becomes a failed result that names its kind and status."""
-    step = Step(args, auth_options, components, entries, check, want_diff)
-    try:
-        return step.run()
-    except KubeError as exc:
-        return dict(failed=True, msg=str(exc), kube_error=exc.kind, status=exc.status, changed=step.changed)
+    return _outcome(Step(args, auth_options, components, entries, check, want_diff), Step.run)
 
 
 def uninstall_stack(args, auth_options, check, want_diff):
     """Result of one uninstall run (``state: absent``); errors as in apply_stack."""
-    step = Step(args, auth_options, [], [], check, want_diff)
+    return _outcome(Step(args, auth_options, [], [], check, want_diff), Step.uninstall)
+
+
+def _outcome(step, action):
     try:
-        return step.uninstall()
+        return action(step)
     except KubeError as exc:
         return dict(failed=True, msg=str(exc), kube_error=exc.kind, status=exc.status, changed=step.changed)
 
@@ -181,10 +180,11 @@ class Step:
         removed = found + ([namespace] if namespace is not None else [])
         self.changed = bool(removed)
         if check_type_bool(self.args.get("wait", True)) and not self.check and removed:
-            late = self.kube.wait_gone(removed, self.namespace, check_type_int(self.args.get("wait_timeout", 600)))
+            timeout = check_type_int(self.args.get("wait_timeout", 600))
+            late = self.kube.wait_gone(removed, self.namespace, timeout)
             if late:
                 raise KubeError("still present after %ss (matrix_stack_wait_timeout): %s; see kubectl -n %s get "
-                                "events" % (self.args.get("wait_timeout", 600), ", ".join(late), self.namespace))
+                                "events" % (timeout, ", ".join(late), self.namespace))
         labels = [plan.label(obj) for obj in removed]
         result = {"changed": self.changed, "removed": labels, "seconds": round(time.monotonic() - started, 3),
                   "msg": "%d %s" % (len(labels), "to remove" if self.check else "removed")}

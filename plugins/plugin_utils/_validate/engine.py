@@ -17,6 +17,7 @@ from ansible_collections.matrix.stack.plugins.plugin_utils._validate import (
     backup, coturn, egress, element, networkpolicy, postgres, stack, synapse)
 from ansible_collections.matrix.stack.plugins.plugin_utils._validate.report import Report
 from ansible_collections.matrix.stack.plugins.plugin_utils._validate.specs import check_types, role_options
+from ansible_collections.matrix.stack.plugins.plugin_utils._yaml import SafeLoader
 
 # Roles in the order site.yml runs them, with their rules.
 ROLE_RULES = {
@@ -47,7 +48,7 @@ def load_role_options(roles_dir):
     for role in ROLE_RULES:
         path = os.path.join(roles_dir, role, "meta", "argument_specs.yml")
         with open(path, encoding="utf-8") as handle:
-            options[role] = role_options(yaml.load(handle, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)))
+            options[role] = role_options(yaml.load(handle, Loader=SafeLoader))
     return options
 
 
