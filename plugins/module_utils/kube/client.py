@@ -5,10 +5,11 @@
 
 - ``kube_auth_argument_spec()``: kubernetes.core's connection options (``AUTH_ARG_SPEC``: names, aliases,
   ``K8S_AUTH_*`` environment variables, impersonation), documented by kubernetes.core's ``k8s_auth_options`` fragment.
-- ``build_api_client(params)``: the ``kubernetes.client.ApiClient`` of kubernetes.core's ``get_api_client`` (kubeconfig,
-  context, in-cluster service account, token, certificates, proxy, impersonation headers), usable for CoreV1Api calls,
-  exec and port-forward. What kubernetes.core reports tersely (a missing kubeconfig or certificate file, an
-  unreachable or untrusted API server, rejected credentials) becomes a ``KubeError`` an operator can act on.
+- ``build_dynamic_client(params)``: kubernetes.core's dynamic client from its ``get_api_client`` (kubeconfig,
+  context, in-cluster service account, token, certificates, proxy, impersonation headers); ``build_api_client(params)``
+  its ``kubernetes.client.ApiClient``, usable for CoreV1Api calls, exec and port-forward. What kubernetes.core
+  reports tersely (a missing kubeconfig or certificate file, an unreachable or untrusted API server, rejected
+  credentials) becomes a ``KubeError`` an operator can act on.
 - ``kube_call(...)``: one API call with the standard timeout, its errors translated (``kube.errors``).
 
 Modules call ``require_kubernetes(module)`` first, build the client inside ``try: ... except KubeError as e:
@@ -82,23 +83,36 @@ def _check_files(params):
             raise KubeConfigError("%s file not found: %s" % (option, path))
 
 
-def build_api_client(params):
-    """A ``kubernetes.client.ApiClient`` for the connection options in ``params`` (a module's params dict), built by
-    kubernetes.core (which reads the ``K8S_AUTH_*`` variables for options not given).
+def auth_options(params):
+    """The connection options set in ``params``, by their kubernetes.core names (an alias counts for its option: the
+    apply action plugin hands its arguments over as given)."""
+    options = {}
+    for name, spec in AUTH_ARG_SPEC.items():
+        for key in [name] + list(spec.get("aliases") or []):
+            if params.get(key) not in (None, "", []):
+                options[name] = params[key]
+                break
+    return options
+
+
+def build_dynamic_client(params):
+    """kubernetes.core's dynamic client for the connection options in ``params`` (a module's params dict, or the
+    apply step's arguments), built by its ``get_api_client`` (which reads the ``K8S_AUTH_*`` variables for options
+    not given).
 
     Raises a KubeError (KubeConfigError, KubeUnreachableError, KubeTLSError, KubeUnauthorizedError, ...).
     """
     if not HAS_KUBERNETES:
         raise KubeConfigError(missing_required_lib("kubernetes"))
-    _check_files(params)
-    options = {name: params.get(name) for name in AUTH_ARG_SPEC if params.get(name) not in (None, "", [])}
+    options = auth_options(params)
+    _check_files(options)
     if isinstance(options.get("kubeconfig"), str):
         options["kubeconfig"] = os.path.expanduser(options["kubeconfig"])
     # kubernetes.core starts from the kubernetes client's process-wide default configuration, into which it loads the
     # kubeconfig: a client built earlier in this process would lend its certificates to this one. Start blank.
     kubernetes.client.Configuration.set_default(None)
     try:
-        client = get_api_client(**options).client.client
+        dynamic = get_api_client(**options).client
     except CoreException as exc:
         raise KubeConfigError("could not load the Kubernetes configuration: %s" % (exc.__cause__ or exc)) from exc
     except KubeError:
@@ -109,8 +123,14 @@ def build_api_client(params):
         raise translate_error(exc, "connect to", "the Kubernetes API", host=_option(params, "host")) from exc
     finally:
         kubernetes.client.Configuration.set_default(None)
-    client.user_agent = "matrix.stack/kubernetes-%s" % getattr(kubernetes, "__version__", "unknown")
-    return client
+    dynamic.client.user_agent = "matrix.stack/kubernetes-%s" % getattr(kubernetes, "__version__", "unknown")
+    return dynamic
+
+
+def build_api_client(params):
+    """The ``kubernetes.client.ApiClient`` of ``build_dynamic_client(params)``, for CoreV1Api calls, exec and
+    port-forward."""
+    return build_dynamic_client(params).client
 
 
 def api_host(api_client):

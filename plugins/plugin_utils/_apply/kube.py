@@ -4,8 +4,9 @@
 """The I/O of the one apply step: one Kubernetes client, from kubernetes.core's connection code.
 
 The connection options (kubeconfig, context, host, api_key, impersonation, proxies, the K8S_AUTH_* variables)
-are those of kubernetes.core and handled by its ``get_api_client``; errors are translated into the messages of
-``module_utils/kube/``. Requests go through the client's dynamic request helper, returning plain dicts.
+are those of kubernetes.core; the client is built by ``module_utils/kube/client.build_dynamic_client`` (its
+``get_api_client``, as for the modules) and errors are translated into the messages of ``module_utils/kube/``.
+Requests go through the client's dynamic request helper, returning plain dicts.
 Discovery asks only for the group-versions the stack uses (one request each, cached for the run).
 """
 
@@ -13,26 +14,8 @@ import json
 import threading
 import time
 
+from ansible_collections.matrix.stack.plugins.module_utils.kube.client import REQUEST_TIMEOUT, build_dynamic_client
 from ansible_collections.matrix.stack.plugins.module_utils.kube.errors import KubeError, KubeNotFoundError, translate_error
-
-try:
-    from kubernetes.client.rest import ApiException
-    from kubernetes.dynamic.exceptions import DynamicApiError
-    from ansible_collections.kubernetes.core.plugins.module_utils.k8s.client import get_api_client
-    from ansible_collections.kubernetes.core.plugins.module_utils.k8s.exceptions import CoreException
-    HAS_CLIENT = True
-    IMPORT_ERROR = None
-except ImportError as _exc:  # pragma: no cover - depends on the controller
-    HAS_CLIENT = False
-    IMPORT_ERROR = _exc
-
-    class _Missing(Exception):
-        """Stands in for the client's exception classes when it is not installed (never raised)."""
-
-    DynamicApiError = CoreException = ApiException = _Missing
-
-# (connect, read) timeout of every request but watches, in seconds.
-REQUEST_TIMEOUT = (10, 60)
 
 
 def _plain(_client, data):
@@ -43,15 +26,7 @@ class Kube:
     """One API client for the whole step (thread-safe for requests: the pool is shared)."""
 
     def __init__(self, auth, field_manager, dry_run):
-        if not HAS_CLIENT:
-            raise KubeError("the kubernetes Python library and the kubernetes.core collection are needed on the "
-                            "controller: %s" % IMPORT_ERROR)
-        try:
-            self.dynamic = get_api_client(**{k: v for k, v in auth.items() if v not in (None, "")}).client
-        except CoreException as exc:
-            raise translate_error(exc.__cause__ or exc, "connect to", "the Kubernetes API") from exc
-        except Exception as exc:  # pylint: disable=broad-except
-            raise translate_error(exc, "connect to", "the Kubernetes API") from exc
+        self.dynamic = build_dynamic_client(auth)
         self.api_client = self.dynamic.client
         self.field_manager = field_manager
         self.dry_run = dry_run
@@ -68,11 +43,7 @@ class Kube:
         params.setdefault("_request_timeout", REQUEST_TIMEOUT)
         try:
             return self.dynamic.request(method, path, serializer=_plain, **params)
-        except DynamicApiError as exc:
-            api_exc = ApiException(status=exc.status, reason=exc.reason)
-            api_exc.body = exc.body
-            raise translate_error(api_exc, action, what, namespace=namespace, host=self.host) from None
-        except Exception as exc:  # pylint: disable=broad-except
+        except Exception as exc:  # pylint: disable=broad-except  # translate_error unwraps the dynamic client's errors
             raise translate_error(exc, action, what, namespace=namespace, host=self.host) from exc
 
     def resources(self, api_version):
@@ -199,12 +170,8 @@ class Kube:
             pending[(obj["apiVersion"], obj["kind"])].add(obj["metadata"].get("uid"))
         while True:
             for (api_version, kind), uids in list(pending.items()):
-                if kind == "Namespace":
-                    live = [self.get({"apiVersion": api_version, "kind": kind, "metadata": {"name": namespace}},
-                                     namespace)]
-                else:
-                    live = self.list(api_version, kind, namespace, None)
-                uids &= {item["metadata"].get("uid") for item in live if item}
+                # A cluster-scoped kind (the Namespace of a purge) is listed cluster-wide.
+                uids &= {item["metadata"].get("uid") for item in self.list(api_version, kind, namespace, None)}
                 if not uids:
                     del pending[(api_version, kind)]
             if not pending or time.monotonic() >= deadline:
