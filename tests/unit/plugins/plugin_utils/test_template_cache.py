@@ -1,4 +1,9 @@
 """The compiled-template cache of the matrix.stack.manifests lookup, on ansible-core's real templating engine."""
+import os
+import stat
+import tempfile
+from pathlib import Path
+
 import pytest
 
 from ansible.parsing.dataloader import DataLoader
@@ -83,3 +88,17 @@ def test_off_and_override_headers_compile_as_usual(cache_dir, monkeypatch, compi
     with tc.compiled_once(templar, SOURCE, "/t/a.j2") as cached:
         assert cached
     assert not {"compile", "overlay"} & set(vars(templar._engine.environment))  # pylint: disable=protected-access
+
+
+def test_default_is_a_private_directory_of_the_user(monkeypatch, tmp_path, compiles):
+    # The default location (no MATRIX_STACK_TEMPLATE_CACHE): Jinja's per-user directory in the temporary directory,
+    # here a test's own temporary directory, so that the machine's stays as it was.
+    monkeypatch.delenv(tc.ENV_VAR, raising=False)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(tc, "_caches", {})
+    directory = tmp_path / ("_jinja2-cache-%d" % os.getuid())
+    first, cached = render(SOURCE)
+    assert cached and Path(tc.bytecode_cache().directory) == directory
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700 and list(directory.iterdir())
+    compiles.clear()
+    assert render(SOURCE)[0] == first and SOURCE not in compiles
